@@ -1,0 +1,1 @@
+"""Merge maths: pure functions on tensors and key names, no file or CLI knowledge."""

@@ -1,0 +1,83 @@
+"""Run a merge plan: read, merge and yield one tensor at a time (METHOD.md rules 5-6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from segmerge.errors import MergeError
+from segmerge.merge.keys import BN_MEAN, BN_VAR, leaf_of, sibling
+from segmerge.merge.methods.base import MergeMethod, weighted_sum
+from segmerge.merge.plan import Action, KeyPlan, MergePlan
+from segmerge.merge.sources import TensorSource
+
+
+def execute(
+    plan: MergePlan,
+    sources: Sequence[TensorSource],
+    method: MergeMethod,
+    base: TensorSource | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(key, merged tensor)`` in the anchor's order; memory holds one key's inputs."""
+    anchor = sources[plan.anchor]
+    for key_plan in plan.keys:
+        if key_plan.action != Action.MERGED:
+            yield key_plan.key, anchor.get(key_plan.key)
+            continue
+        tensors = [_finite(sources[i], k) for i, k in key_plan.sources]
+        out_dtype = tensors[0].dtype
+        leaf = leaf_of(key_plan.key)
+        if leaf in (BN_MEAN, BN_VAR):
+            merged = merge_norm_statistic(key_plan, sources, tensors)
+        else:
+            base_tensor = _finite(base, key_plan.key) if method.needs_base else None
+            merged = method.combine(tensors, key_plan.weights, base_tensor, key_plan.key)
+        yield key_plan.key, merged.to(out_dtype)
+
+
+def merge_state_dicts(plan, sources, method, base=None) -> dict[str, torch.Tensor]:
+    return dict(execute(plan, sources, method, base))
+
+
+def merge_norm_statistic(
+    key_plan: KeyPlan, sources: Sequence[TensorSource], tensors: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """BatchNorm statistics: means blend linearly, variances are moment-matched.
+
+    The variance of the blended population is sum_i w_i (var_i + (mu_i - mu*)^2), which is
+    what a BatchNorm layer would measure on the mixture of the models' feature distributions.
+    Task-vector methods, whose weights need not sum to 1, use their normalised magnitudes.
+    """
+    weights = [abs(w) for w in key_plan.weights]
+    total = sum(weights)
+    weights = [w / total for w in weights]
+    if leaf_of(key_plan.key) == BN_MEAN:
+        return weighted_sum(tensors, weights)
+    try:
+        means = [sources[i].get(sibling(k, BN_MEAN)) for i, k in key_plan.sources]
+    except KeyError:
+        return weighted_sum(tensors, weights)
+    return moment_matched_variance(means, tensors, weights)
+
+
+def moment_matched_variance(
+    means: Sequence[torch.Tensor], variances: Sequence[torch.Tensor], weights: Sequence[float]
+) -> torch.Tensor:
+    mixed_mean = weighted_sum(means, weights)
+    dtype = mixed_mean.dtype
+    out = torch.zeros_like(mixed_mean)
+    for mu, var, w in zip(means, variances, weights, strict=True):
+        out.add_(var.to(dtype) + (mu.to(dtype) - mixed_mean) ** 2, alpha=w)
+    return out
+
+
+def _finite(source: TensorSource, key: str) -> torch.Tensor:
+    tensor = source.get(key)
+    if not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise MergeError(
+            f"{source.label}: tensor {key!r} holds {bad} NaN/Inf values; a merge would spread them. "
+            "Fix or drop that checkpoint, or pin the key to the anchor with --keep"
+        )
+    return tensor

@@ -1,0 +1,13 @@
+"""Merge methods: one module each, found by name through the registry in ``base``."""
+
+from segmerge.merge.methods import layerwise, linear, task_vectors  # noqa: F401  (registers)
+from segmerge.merge.methods.base import (
+    MergeMethod,
+    MethodParams,
+    build_method,
+    method_class,
+    method_names,
+    register,
+)
+
+__all__ = ["MergeMethod", "MethodParams", "build_method", "method_class", "method_names", "register"]

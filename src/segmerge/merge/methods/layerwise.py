@@ -1,0 +1,30 @@
+"""The paper's layer-wise merge: unify early layers, keep the anchor's late ones (METHOD.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from segmerge.merge.methods.base import MergeMethod, MethodParams, register
+from segmerge.merge.schedule import RampShape, layer_weights
+
+
+class LayerwiseParams(MethodParams):
+    ramp_start: float = Field(0.5, ge=0.0, le=1.0, description="t0: depth where the ramp starts")
+    end_weight: float = Field(1.0, ge=0.0, le=1.0, description="anchor weight at the last layer")
+    ramp: RampShape = Field("linear", description="ramp shape: linear, cosine or step")
+
+
+@register
+class Layerwise(MergeMethod):
+    name = "layerwise"
+    Params = LayerwiseParams
+    anchor_takes_weight = False
+
+    def model_weights(self, depth, anchor, model_weights: Sequence[float | None]) -> list[float]:
+        p: LayerwiseParams = self.params
+        shares = [1.0 if w is None else w for w in model_weights]
+        return layer_weights(
+            depth, len(model_weights), anchor, shares, p.ramp_start, p.end_weight, p.ramp
+        )

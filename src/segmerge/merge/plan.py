@@ -1,0 +1,292 @@
+"""The merge plan: every key of every model classified, grouped into layers, weighted.
+
+Built from shapes and dtypes alone (no tensor data), so ``segmerge plan`` is instant and
+shows exactly what ``segmerge merge`` will do. METHOD.md rules 1-4 live here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+from segmerge.merge.keys import RenameRule, common_prefix_rename, layer_of, rename, suggest_rename_flag
+from segmerge.merge.methods.base import MergeMethod
+from segmerge.merge.schedule import normalised_depth
+from segmerge.merge.sources import TensorMeta
+
+
+class Action(str, Enum):
+    MERGED = "merged"
+    KEPT = "kept"  # eligible, but an override pins it to the anchor
+    ANCHOR_ONLY = "anchor-only"
+    SHAPE_MISMATCH = "shape-mismatch"
+    NON_FLOAT = "non-float"
+    NOT_IN_BASE = "not-in-base"
+    DONOR_UNMATCHED = "donor-unmatched"
+
+
+@dataclass(frozen=True)
+class Override:
+    """Keys matching ``pattern`` (re.search) are kept from the anchor, or get explicit weights."""
+
+    pattern: str
+    keep: bool = False
+    weights: tuple[float, ...] | None = None
+
+    def matches(self, key: str) -> bool:
+        return re.search(self.pattern, key) is not None
+
+
+@dataclass
+class KeyPlan:
+    key: str
+    action: Action
+    layer: str | None = None
+    depth: float | None = None
+    #: (model index, that model's key) for every model that contributes, anchor first.
+    sources: tuple[tuple[int, str], ...] = ()
+    weights: tuple[float, ...] = ()
+    note: str = ""
+
+
+@dataclass
+class DonorKey:
+    model: int
+    key: str
+    renamed: str
+    action: Action
+    note: str = ""
+
+
+@dataclass
+class LayerPlan:
+    index: int
+    name: str
+    depth: float
+    #: Every model's weight at this layer (0 for models that hold none of its keys).
+    weights: tuple[float, ...]
+    action: Action
+    keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MergePlan:
+    models: list[str]
+    anchor: int
+    method: str
+    parameters: dict
+    keys: list[KeyPlan]
+    layers: list[LayerPlan]
+    donor_keys: list[DonorKey]
+    hints: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    base: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for k in self.keys:
+            out[k.action.value] = out.get(k.action.value, 0) + 1
+        return out
+
+    def donor_counts(self) -> dict[int, dict[str, int]]:
+        out: dict[int, dict[str, int]] = {}
+        for d in self.donor_keys:
+            per = out.setdefault(d.model, {})
+            per[d.action.value] = per.get(d.action.value, 0) + 1
+        return out
+
+    def to_dict(self) -> dict:
+        def clean(obj):
+            if isinstance(obj, Enum):
+                return obj.value
+            if isinstance(obj, dict):
+                return {k: clean(v) for k, v in obj.items()}
+            if isinstance(obj, list | tuple):
+                return [clean(v) for v in obj]
+            return obj
+
+        return clean(
+            {
+                "models": self.models,
+                "anchor": self.anchor,
+                "base": self.base,
+                "method": self.method,
+                "parameters": self.parameters,
+                "counts": self.counts(),
+                "donor_counts": {str(k): v for k, v in self.donor_counts().items()},
+                "layers": [asdict(layer) for layer in self.layers],
+                "keys": [asdict(k) for k in self.keys],
+                "donor_keys": [asdict(d) for d in self.donor_keys],
+                "hints": self.hints,
+                "warnings": self.warnings,
+            }
+        )
+
+
+def build_plan(
+    metas: Sequence[Mapping[str, TensorMeta]],
+    method: MergeMethod,
+    anchor: int = 0,
+    labels: Sequence[str] | None = None,
+    renames: Mapping[int, Sequence[RenameRule]] | None = None,
+    model_weights: Sequence[float | None] | None = None,
+    overrides: Sequence[Override] = (),
+    base: Mapping[str, TensorMeta] | None = None,
+    base_label: str | None = None,
+) -> MergePlan:
+    """Classify every key, group eligible keys into layers and weigh them (METHOD.md 1-4)."""
+    num_models = len(metas)
+    labels = list(labels) if labels is not None else [f"model{i}" for i in range(num_models)]
+    renames = renames or {}
+    model_weights = list(model_weights) if model_weights is not None else [None] * num_models
+    anchor_metas = metas[anchor]
+
+    # Rule 1: donor keys renamed onto the anchor's names.
+    donor_maps: dict[int, dict[str, str]] = {}  # model -> renamed key -> original key
+    donor_keys: list[DonorKey] = []
+    for i, model_metas in enumerate(metas):
+        if i == anchor:
+            continue
+        mapping: dict[str, str] = {}
+        for key in model_metas:
+            new = rename(key, renames.get(i, ()))
+            if new in mapping:
+                note = f"renamed onto {new!r} as {mapping[new]!r} was; only the first is used"
+                donor_keys.append(DonorKey(i, key, new, Action.DONOR_UNMATCHED, note))
+                continue
+            mapping[new] = key
+        donor_maps[i] = mapping
+
+    # Rule 2: eligible anchor keys, and the classification of every other key.
+    keys: list[KeyPlan] = []
+    eligible: list[tuple[KeyPlan, list[int]]] = []
+    matched: dict[int, dict[str, Action]] = {i: {} for i in donor_maps}
+    for key, meta in anchor_metas.items():
+        holders: list[int] = []
+        mismatched: list[str] = []
+        for i, mapping in donor_maps.items():
+            donor_key = mapping.get(key)
+            if donor_key is None:
+                continue
+            donor_meta = metas[i][donor_key]
+            if donor_meta.shape != meta.shape:
+                matched[i][donor_key] = Action.SHAPE_MISMATCH
+                mismatched.append(f"{labels[i]} {list(donor_meta.shape)}")
+            elif not (meta.is_float and donor_meta.is_float):
+                matched[i][donor_key] = Action.NON_FLOAT
+            else:
+                matched[i][donor_key] = Action.MERGED
+                holders.append(i)
+        if not meta.is_float:
+            keys.append(KeyPlan(key, Action.NON_FLOAT, note=f"dtype {_dtype_name(meta)}: anchor's value"))
+        elif holders:
+            plan = KeyPlan(key, Action.MERGED, layer=layer_of(key))
+            keys.append(plan)
+            eligible.append((plan, holders))
+        elif mismatched:
+            note = f"anchor {list(meta.shape)} vs " + ", ".join(mismatched)
+            keys.append(KeyPlan(key, Action.SHAPE_MISMATCH, note=note))
+        else:
+            keys.append(KeyPlan(key, Action.ANCHOR_ONLY))
+
+    for i, mapping in donor_maps.items():
+        for new, key in mapping.items():
+            action = matched[i].get(key, Action.DONOR_UNMATCHED)
+            donor_keys.append(DonorKey(i, key, new, action))
+    donor_keys.sort(key=lambda d: (d.model, list(metas[d.model]).index(d.key)))
+
+    # Rule 3: layers of eligible keys, in order of first appearance in the anchor.
+    layer_order: dict[str, int] = {}
+    for plan, _ in eligible:
+        layer_order.setdefault(plan.layer, len(layer_order))
+    num_layers = len(layer_order)
+    layers = {
+        name: LayerPlan(idx, name, normalised_depth(idx, num_layers), (), Action.MERGED)
+        for name, idx in layer_order.items()
+    }
+
+    # Rule 4: weights per layer, renormalised over the models that hold each key.
+    for plan, holders in eligible:
+        layer = layers[plan.layer]
+        plan.depth = layer.depth
+        layer.keys.append(plan.key)
+        override = next((o for o in overrides if o.matches(plan.key)), None)
+        if override is not None and override.weights is not None:
+            full = list(override.weights)
+            plan.note = f"weights from override {override.pattern!r}"
+        else:
+            full = method.model_weights(layer.depth, anchor, model_weights)
+        if not layer.weights:
+            layer.weights = tuple(full)
+        if override is not None and override.keep:
+            plan.action = Action.KEPT
+            plan.note = f"kept from the anchor by override {override.pattern!r}"
+            continue
+        if base is not None:
+            base_meta = base.get(plan.key)
+            if base_meta is None or base_meta.shape != anchor_metas[plan.key].shape:
+                plan.action = Action.NOT_IN_BASE
+                plan.note = "the base has no tensor of this name and shape: anchor's value"
+                continue
+        present = [anchor, *holders]
+        weights = [full[i] for i in present]
+        if method.normalise_weights:
+            total = sum(weights)
+            if total <= 0:
+                plan.action = Action.KEPT
+                plan.note = "weights of the models holding this key sum to 0: anchor's value"
+                continue
+            weights = [w / total for w in weights]
+        plan.sources = tuple((i, key_in(i, plan.key, anchor, donor_maps)) for i in present)
+        plan.weights = tuple(weights)
+
+    for layer in layers.values():
+        actions = {k.action for k in keys if k.layer == layer.name}
+        layer.action = Action.MERGED if Action.MERGED in actions else next(iter(actions))
+
+    result = MergePlan(
+        models=labels,
+        anchor=anchor,
+        method=method.name,
+        parameters=method.params.model_dump(mode="json"),
+        keys=keys,
+        layers=list(layers.values()),
+        donor_keys=donor_keys,
+        base=base_label,
+    )
+    result.hints = rename_hints(result, anchor_metas, metas, donor_maps)
+    if not eligible:
+        result.warnings.append(
+            "no key is shared by the anchor and any donor: the output would be the anchor; "
+            "check --rename (see hints)"
+        )
+    return result
+
+
+def key_in(model: int, anchor_key: str, anchor: int, donor_maps: Mapping[int, Mapping[str, str]]) -> str:
+    return anchor_key if model == anchor else donor_maps[model][anchor_key]
+
+
+def rename_hints(plan: MergePlan, anchor_metas, metas, donor_maps) -> list[str]:
+    """Suggest a prefix rename for each donor whose unmatched keys would then match."""
+    hints = []
+    unmatched_anchor = [k.key for k in plan.keys if k.action == Action.ANCHOR_ONLY]
+    for i in donor_maps:
+        unmatched = [d.renamed for d in plan.donor_keys if d.model == i and d.action == Action.DONOR_UNMATCHED]
+        if not unmatched or not unmatched_anchor:
+            continue
+        found = common_prefix_rename(unmatched, unmatched_anchor)
+        if found is None:
+            continue
+        src, dst, count = found
+        hints.append(
+            f"{count} unmatched keys of model {i} ({plan.models[i]}) would match the anchor's with "
+            f"{suggest_rename_flag(i, src, dst)}"
+        )
+    return hints
+
+
+def _dtype_name(meta: TensorMeta) -> str:
+    return str(meta.dtype).removeprefix("torch.")

@@ -1,0 +1,68 @@
+"""Precondition check: do the layers to be merged come from a shared initialisation?
+
+Models fine-tuned from the same pre-trained weights stay close in parameter space: the
+cosine similarity of a donor's weight tensor with the anchor's is near 1. Independently
+initialised layers have similarity near 0, and averaging them destroys both (on the
+prototype, a re-initialised decoder made the uniform soup collapse to ~0 mIoU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from segmerge.merge.plan import Action, MergePlan
+from segmerge.merge.sources import TensorSource
+
+UNRELATED_BELOW = 0.2
+
+
+@dataclass
+class LayerSimilarity:
+    layer: str
+    model: int
+    cosine: float
+
+
+def layer_similarities(plan: MergePlan, sources: Sequence[TensorSource]) -> list[LayerSimilarity]:
+    """Cosine similarity of each donor's tensors with the anchor's, per merged layer.
+
+    One-dimensional tensors (biases, norms) are left out: they start at constants, so they
+    look related whatever happened to the rest of the layer.
+    """
+    dots: dict[tuple[str, int], list[float]] = {}
+    for key_plan in plan.keys:
+        if key_plan.action != Action.MERGED or len(key_plan.sources) < 2:
+            continue
+        (a, a_key), *donors = key_plan.sources
+        anchor_t = sources[a].get(a_key).double().flatten()
+        if anchor_t.numel() < 2 or sources[a].metas()[a_key].shape.__len__() < 2:
+            continue
+        for i, key in donors:
+            donor_t = sources[i].get(key).double().flatten()
+            acc = dots.setdefault((key_plan.layer, i), [0.0, 0.0, 0.0])
+            acc[0] += float(anchor_t @ donor_t)
+            acc[1] += float(anchor_t @ anchor_t)
+            acc[2] += float(donor_t @ donor_t)
+    out = []
+    for (layer, i), (ab, aa, bb) in dots.items():
+        cosine = ab / (aa**0.5 * bb**0.5) if aa > 0 and bb > 0 else 1.0
+        out.append(LayerSimilarity(layer, i, cosine))
+    return out
+
+
+def unrelated_layer_warnings(
+    similarities: Sequence[LayerSimilarity], labels: Sequence[str], threshold: float = UNRELATED_BELOW
+) -> list[str]:
+    low = [s for s in similarities if s.cosine < threshold]
+    if not low:
+        return []
+    shown = ", ".join(f"{s.layer} ({labels[s.model]}: {s.cosine:.2f})" for s in low[:5])
+    more = f" and {len(low) - 5} more" if len(low) > 5 else ""
+    return [
+        f"{len(low)} layers look unrelated to the anchor's (cosine < {threshold}): {shown}{more}. "
+        "Weight merging needs a shared initialisation; pin these layers with --keep or check "
+        "that the models start from the same pre-trained weights"
+    ]
