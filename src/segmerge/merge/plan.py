@@ -11,7 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
-from segmerge.merge.keys import RenameRule, common_prefix_rename, layer_of, rename, suggest_rename_flag
+from segmerge.merge.keys import (
+    RenameRule,
+    common_prefix_rename,
+    layer_of,
+    rename,
+    suggest_rename_flag,
+)
 from segmerge.merge.methods.base import MergeMethod
 from segmerge.merge.schedule import normalised_depth
 from segmerge.merge.sources import TensorMeta
@@ -259,8 +265,7 @@ def build_plan(
     result.hints = rename_hints(result, anchor_metas, metas, donor_maps)
     if not eligible:
         result.warnings.append(
-            "no key is shared by the anchor and any donor: the output would be the anchor; "
-            "check --rename (see hints)"
+            "no key is shared by the anchor and any donor: the output would be the anchor; check --rename (see hints)"
         )
     return result
 

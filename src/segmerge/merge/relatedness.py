@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from segmerge.merge.plan import Action, MergePlan
 from segmerge.merge.sources import TensorSource
 

@@ -43,9 +43,7 @@ class MergeMethod(ABC):
         self.seed = seed
 
     @abstractmethod
-    def model_weights(
-        self, depth: float, anchor: int, model_weights: Sequence[float | None]
-    ) -> list[float]:
+    def model_weights(self, depth: float, anchor: int, model_weights: Sequence[float | None]) -> list[float]:
         """Every model's weight for a layer at normalised depth ``depth``."""
 
     def combine(
@@ -88,9 +86,7 @@ def method_class(name: str) -> type[MergeMethod]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise RecipeError(
-            f"unknown merge method {name!r}; choose one of: {', '.join(method_names())}"
-        ) from None
+        raise RecipeError(f"unknown merge method {name!r}; choose one of: {', '.join(method_names())}") from None
 
 
 def build_method(name: str, parameters: dict[str, Any] | None = None, seed: int = 0) -> MergeMethod:

@@ -25,6 +25,4 @@ class Layerwise(MergeMethod):
     def model_weights(self, depth, anchor, model_weights: Sequence[float | None]) -> list[float]:
         p: LayerwiseParams = self.params
         shares = [1.0 if w is None else w for w in model_weights]
-        return layer_weights(
-            depth, len(model_weights), anchor, shares, p.ramp_start, p.end_weight, p.ramp
-        )
+        return layer_weights(depth, len(model_weights), anchor, shares, p.ramp_start, p.end_weight, p.ramp)

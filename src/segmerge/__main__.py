@@ -1,0 +1,3 @@
+from segmerge.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""Checkpoint formats, read and written: the I/O edge of segmerge.
+
+``open_checkpoint`` gives a lazily read :class:`Checkpoint` whatever the format;
+``write_checkpoint`` writes merged tensors in the format the output path asks for, in the
+anchor's layout, atomically. The merge maths never sees a file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from segmerge.checkpoints.atomic import atomic_file, atomic_folder
+from segmerge.checkpoints.hf_folder import (
+    PROVENANCE_FILE,
+    hf_config,
+    is_hf_folder,
+    open_hf_folder,
+    write_hf_folder,
+)
+from segmerge.checkpoints.key_order import restore_order
+from segmerge.checkpoints.provenance import (
+    FixedProvenance,
+    Provenance,
+    as_safetensors_metadata,
+    from_safetensors_metadata,
+)
+from segmerge.checkpoints.pth import PthSource, Unwrapped, read_pth_provenance, write_pth
+from segmerge.checkpoints.safetensors_file import (
+    SafetensorsSource,
+    ShardedSafetensorsSource,
+    write_safetensors,
+)
+from segmerge.errors import CheckpointError
+from segmerge.merge.sources import TensorMeta
+
+Format = Literal["pth", "safetensors", "hf-folder"]
+PTH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint opened for reading: tensors on demand, plus what its layout needs."""
+
+    path: Path
+    format: Format
+    source: object  # a TensorSource
+    order: str = "file"  # how the key order was found: file, model-class, key-names
+
+    def __post_init__(self):
+        metas = self.source.metas()
+        config = hf_config(self.path) if self.format == "hf-folder" else None
+        self._metas, self.order = restore_order(metas, config)
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+    def metas(self) -> dict[str, TensorMeta]:
+        return self._metas
+
+    def get(self, key: str) -> torch.Tensor:
+        return self.source.get(key)
+
+    @property
+    def pth_content(self) -> Unwrapped | None:
+        return self.source.content if isinstance(self.source, PthSource) else None
+
+    def provenance(self) -> dict | None:
+        """What segmerge recorded in this file, if segmerge wrote it."""
+        if self.format == "hf-folder" and (self.path / PROVENANCE_FILE).is_file():
+            return json.loads((self.path / PROVENANCE_FILE).read_text())
+        if isinstance(self.source, PthSource):
+            return read_pth_provenance(self.source)
+        metadata = getattr(self.source, "metadata", None)
+        return from_safetensors_metadata(metadata) if metadata else None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: self.get(k) for k in self._metas}
+
+
+def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
+    """Open any supported checkpoint without reading its tensors yet."""
+    path = Path(path)
+    label = str(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if not is_hf_folder(path):
+            raise CheckpointError(
+                f"{path}: a folder without model weights; a Hugging Face folder holds config.json and "
+                "model.safetensors or pytorch_model.bin"
+            )
+        return Checkpoint(path, "hf-folder", open_hf_folder(path, trust_pickle, label))
+    name = path.name
+    if name.endswith(".safetensors"):
+        return Checkpoint(path, "safetensors", SafetensorsSource(path, label))
+    if name.endswith(".safetensors.index.json"):
+        return Checkpoint(path, "safetensors", ShardedSafetensorsSource(path, label))
+    if name.endswith(".index.json"):
+        return Checkpoint(path, "pth", open_hf_folder(path.parent, trust_pickle, label))
+    if path.suffix in PTH_SUFFIXES:
+        return Checkpoint(path, "pth", PthSource(path, trust_pickle, label))
+    raise CheckpointError(
+        f"{path}: unknown checkpoint type; expected .pth/.pt/.bin/.ckpt, .safetensors "
+        "(or its .index.json), or a Hugging Face model folder"
+    )
+
+
+def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The whole state dict of a checkpoint, unwrapped, in module order."""
+    return open_checkpoint(path, trust_pickle).state_dict()
+
+
+def output_format(path: Path) -> Format:
+    if path.name.endswith(".safetensors"):
+        return "safetensors"
+    if path.suffix in PTH_SUFFIXES:
+        return "pth"
+    if path.suffix == "" or path.is_dir():
+        return "hf-folder"
+    raise CheckpointError(
+        f"{path}: cannot tell the output format from the name; use .pth/.pt/.bin, .safetensors, "
+        "or a folder name (no suffix) for a Hugging Face folder"
+    )
+
+
+def write_checkpoint(
+    path: str | Path,
+    metas: Mapping[str, TensorMeta],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    provenance: Provenance | FixedProvenance | Mapping,
+    template: Checkpoint | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write tensors (given in ``metas`` order) as the path's format, atomically."""
+    if isinstance(provenance, Mapping):
+        provenance = FixedProvenance(provenance)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path}: already exists; pass --overwrite (overwrite=True) to replace it")
+    kind = output_format(path)
+    if kind == "hf-folder":
+        if path.exists() and not path.is_dir():
+            raise CheckpointError(f"{path}: is a file, but the output was meant to be a folder")
+        folder_template = template.path if template is not None and template.format == "hf-folder" else None
+        with atomic_folder(path) as tmp:
+            write_hf_folder(tmp, folder_template, metas, tensors, provenance)
+        return path
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; give a file name for a {kind} output")
+    with atomic_file(path) as tmp:
+        if kind == "safetensors":
+            as_metadata = lambda p: {"format": "pt", **as_safetensors_metadata(p)}  # noqa: E731
+            write_safetensors(
+                tmp,
+                metas,
+                tensors,
+                as_metadata(provenance.placeholder()),
+                lambda: as_metadata(provenance.final()),
+            )
+        else:
+            state = dict(tensors)  # merged first, so input hashing overlaps the merge
+            write_pth(tmp, state.items(), template.pth_content if template else None, provenance.final())
+    return path
+
+
+def save_checkpoint(
+    state_dict: Mapping[str, torch.Tensor],
+    path: str | Path,
+    provenance: Mapping | None = None,
+    template: Checkpoint | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an in-memory state dict in the format ``path`` asks for."""
+    from segmerge.checkpoints.provenance import make_provenance
+
+    metas = {k: TensorMeta.of(v) for k, v in state_dict.items()}
+    provenance = provenance or make_provenance("", [], None)
+    return write_checkpoint(path, metas, state_dict.items(), provenance, template, overwrite)
+
+
+__all__ = [
+    "Checkpoint",
+    "load_checkpoint",
+    "open_checkpoint",
+    "output_format",
+    "save_checkpoint",
+    "write_checkpoint",
+]

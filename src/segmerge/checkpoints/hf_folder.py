@@ -1,0 +1,116 @@
+"""Hugging Face model folders: ``config.json`` beside ``model.safetensors`` or
+``pytorch_model.bin``, either possibly sharded with an ``*.index.json``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+
+from segmerge.checkpoints.provenance import as_safetensors_metadata
+from segmerge.checkpoints.pth import PthSource
+from segmerge.checkpoints.safetensors_file import (
+    SafetensorsSource,
+    ShardedSafetensorsSource,
+    write_safetensors,
+)
+from segmerge.errors import CheckpointError
+from segmerge.merge.sources import TensorMeta
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+PROVENANCE_FILE = "segmerge_provenance.json"
+
+
+def is_hf_folder(path: Path) -> bool:
+    return path.is_dir() and any((path / name).is_file() for name in WEIGHT_FILES)
+
+
+def weights_in(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(
+        f"{folder}: a folder, but not a Hugging Face model folder (none of {', '.join(WEIGHT_FILES)} in it)"
+    )
+
+
+class ShardedPthSource:
+    def __init__(self, index_path: Path, trust_pickle: bool, label: str):
+        self.path = index_path
+        self.label = label
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{index_path}: not a weight index: {exc}") from None
+        shards = {f: PthSource(index_path.parent / f, trust_pickle) for f in dict.fromkeys(weight_map.values())}
+        self._where = {k: shards[f] for k, f in weight_map.items()}
+        self._metas = {k: self._where[k].metas()[k] for k in weight_map}
+
+    def metas(self) -> dict[str, TensorMeta]:
+        return self._metas
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._where[key].get(key)
+
+
+def open_hf_folder(folder: Path, trust_pickle: bool, label: str):
+    weights = weights_in(folder)
+    name = weights.name
+    if name == "model.safetensors":
+        return SafetensorsSource(weights, label)
+    if name == "model.safetensors.index.json":
+        return ShardedSafetensorsSource(weights, label)
+    if name == "pytorch_model.bin":
+        return PthSource(weights, trust_pickle, label)
+    return ShardedPthSource(weights, trust_pickle, label)
+
+
+def hf_config(folder: Path) -> dict | None:
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        return json.loads(config.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{config}: not valid JSON: {exc}") from None
+
+
+def write_hf_folder(
+    folder: Path,
+    template: Path | None,
+    metas: Mapping[str, TensorMeta],
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    provenance,
+) -> None:
+    """Write weights as ``model.safetensors``, the anchor's small files, and the provenance."""
+    if template is not None:
+        for item in sorted(template.iterdir()):
+            if (
+                item.is_file()
+                and item.name not in WEIGHT_FILES
+                and item.name != PROVENANCE_FILE
+                and not _is_weight_shard(item)
+            ):
+                shutil.copy2(item, folder / item.name)
+    as_metadata = lambda p: {"format": "pt", **as_safetensors_metadata(p)}  # noqa: E731
+    write_safetensors(
+        folder / "model.safetensors",
+        metas,
+        tensors,
+        as_metadata(provenance.placeholder()),
+        lambda: as_metadata(provenance.final()),
+    )
+    final = provenance.final()
+    (folder / PROVENANCE_FILE).write_text(json.dumps(final, indent=2, sort_keys=True) + "\n")
+
+
+def _is_weight_shard(path: Path) -> bool:
+    return path.suffix in (".safetensors", ".bin", ".pth", ".pt") or path.name.endswith(".index.json")

@@ -1,0 +1,112 @@
+"""Loading ``.pth`` files without running code from them.
+
+``torch.load(weights_only=True)`` refuses every global that is not a tensor type. Two
+kinds of harmless globals are common in this field's checkpoints, and are let in here
+without unpickling anything else:
+
+* numpy arrays, scalars and dtypes in mmsegmentation/mmengine ``meta`` (allow-listed);
+* OpenMMLab bookkeeping classes (``mmengine.*``, ``mmcv.*``, ``mmseg.*``, ...) such as
+  ``mmengine.logging.HistoryBuffer`` in ``message_hub``: they are rebuilt as inert
+  :class:`OpaqueObject` records that hold their state and run none of their code.
+
+Any other global (``os.system``, ``builtins.eval``, a user's class) is refused with an
+:class:`UnsafeCheckpointError`; ``trust_pickle=True`` (CLI ``--trust-pickle``) lifts the
+check for files the user trusts, and is documented as dangerous.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segmerge.errors import CheckpointError, UnsafeCheckpointError
+
+#: Module prefixes whose classes are OpenMMLab metadata, rebuilt as inert records.
+OPAQUE_PREFIXES = ("mmengine.", "mmcv.", "mmseg.", "mmdet.", "mmpretrain.", "mmcls.")
+
+
+class OpaqueObject:
+    """Stand-in for a metadata object of a class segmerge will not import."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.args = args
+        self.kwargs = kwargs
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return "<opaque object>"
+
+
+def _numpy_globals() -> list:
+    core = np._core if hasattr(np, "_core") else np.core
+    out: list = [np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar]
+    # numpy 1.x pickles name numpy.core.*, numpy 2.x numpy._core.*: accept both spellings.
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out.append((core.multiarray._reconstruct, f"{mod}._reconstruct"))
+        out.append((core.multiarray.scalar, f"{mod}.scalar"))
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return out
+
+
+def load_pth(path: Path, trust_pickle: bool = False, mmap: bool = True) -> tuple[Any, bool]:
+    """``torch.load`` a file safely; returns the object and whether it is memory-mapped."""
+    if trust_pickle:
+        return _load(path, weights_only=False, mmap=mmap, extra=[])
+    extra: list = _numpy_globals()
+    try:
+        return _load(path, weights_only=True, mmap=mmap, extra=extra)
+    except pickle.UnpicklingError as exc:
+        unsafe = _unsafe_globals(path)
+        if not unsafe:
+            raise CheckpointError(f"{path}: cannot be unpickled safely ({_first_line(exc)})") from None
+        refused = [g for g in unsafe if not g.startswith(OPAQUE_PREFIXES)]
+        if refused:
+            raise UnsafeCheckpointError(
+                f"{path}: loading it would import {', '.join(refused[:5])} and could run code "
+                "from the file; segmerge refuses. If you trust the file's origin, pass "
+                "--trust-pickle (trust_pickle=True)"
+            ) from None
+        extra += [(OpaqueObject, name) for name in unsafe]
+        return _load(path, weights_only=True, mmap=mmap, extra=extra)
+
+
+def _load(path: Path, weights_only: bool, mmap: bool, extra: list) -> tuple[Any, bool]:
+    with torch.serialization.safe_globals(extra):
+        if mmap:
+            try:
+                return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True), True
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):  # legacy (non-zip) files cannot be mapped
+                    raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only), False
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # legacy format: the globals cannot be listed
+        return []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def plain_data(obj: Any) -> Any:
+    """Metadata with inert records dropped, so it can be written back and re-read safely."""
+    if isinstance(obj, OpaqueObject):
+        return None
+    if isinstance(obj, dict):
+        return {k: v for k, v in ((k, plain_data(v)) for k, v in obj.items()) if v is not None}
+    if isinstance(obj, list | tuple):
+        return type(obj)(plain_data(v) for v in obj)
+    return obj

@@ -1,0 +1,168 @@
+"""PyTorch pickle checkpoints (``.pth``, ``.pt``, ``.bin``), as the field writes them.
+
+A plain state dict; mmsegmentation/mmengine's ``{state_dict, meta, optimizer, ...}``;
+a state dict nested under ``model``/``state_dict``; keys prefixed by ``module.``
+(DataParallel). The file is memory-mapped, each tensor copied out when the merge asks
+for it and its pages handed back to the kernel, so reading M models costs about one
+tensor per model, not M models.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap as mmap_module
+import sys
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segmerge.checkpoints.pickle_safety import load_pth, plain_data
+from segmerge.errors import CheckpointError
+from segmerge.merge.sources import TensorMeta
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
+DATA_PARALLEL_PREFIX = "module."
+
+
+@dataclass
+class Unwrapped:
+    tensors: dict[str, torch.Tensor]
+    #: The keys the state dict sat under, outermost first (``[]`` for a plain state dict).
+    wrappers: list[str] = field(default_factory=list)
+    meta: dict | None = None
+    stripped_prefix: str = ""
+    skipped: list[str] = field(default_factory=list)
+    state_metadata: dict | None = None
+
+
+def unwrap(obj: Any, path: Path) -> Unwrapped:
+    """Find the state dict inside whatever the file holds."""
+    wrappers: list[str] = []
+    meta = None
+    while isinstance(obj, Mapping) and not _is_state_dict(obj):
+        key = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            break
+        if meta is None and isinstance(obj.get("meta"), Mapping):
+            meta = plain_data(dict(obj["meta"]))
+        wrappers.append(key)
+        obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"{path}: holds a {type(obj).__name__}, not a state dict; save model.state_dict() instead"
+        )
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(
+            f"{path}: no tensors found (top-level keys: {', '.join(map(str, list(obj)[:8]))}); "
+            f"segmerge looks for a state dict, possibly under {' / '.join(WRAPPER_KEYS)}"
+        )
+    skipped = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    prefix = ""
+    if all(k.startswith(DATA_PARALLEL_PREFIX) for k in tensors):
+        prefix = DATA_PARALLEL_PREFIX
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    state_metadata = getattr(obj, "_metadata", None)
+    return Unwrapped(tensors, wrappers, meta, prefix, skipped, dict(state_metadata) if state_metadata else None)
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+class PthSource:
+    def __init__(self, path: Path, trust_pickle: bool = False, label: str | None = None):
+        self.path = Path(path)
+        self.label = label or str(path)
+        obj, self._mapped = _load(self.path, trust_pickle)
+        self.content = unwrap(obj, self.path)
+        self._metas = {k: TensorMeta.of(v) for k, v in self.content.tensors.items()}
+
+    def metas(self) -> dict[str, TensorMeta]:
+        return self._metas
+
+    def get(self, key: str) -> torch.Tensor:
+        tensor = self.content.tensors[key]
+        copy = tensor.clone()
+        if self._mapped:
+            release_pages(tensor)
+        return copy
+
+
+def _load(path: Path, trust_pickle: bool):
+    try:
+        return load_pth(path, trust_pickle=trust_pickle)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # torch reports truncation and foreign files in many ways
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated, or another kind of file): {text}"
+        ) from None
+
+
+_libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+_PAGE = mmap_module.PAGESIZE
+_MADV_DONTNEED = 4
+
+
+def release_pages(tensor: torch.Tensor) -> None:
+    """Tell the kernel we are done with a memory-mapped tensor's pages.
+
+    Mapped file pages count in a process's resident memory until it unmaps them; this
+    drops them (they would be read again from the file if touched), so memory stays at
+    one tensor per input instead of growing to whole models.
+    """
+    if _libc is None:
+        return
+    storage = tensor.untyped_storage()
+    start = storage.data_ptr()
+    length = storage.nbytes()
+    if not start or not length:
+        return
+    aligned = start - start % _PAGE
+    span = length + (start - aligned)
+    _libc.madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(span), _MADV_DONTNEED)
+
+
+def write_pth(
+    path: Path,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    template: Unwrapped | None,
+    provenance: Mapping[str, Any],
+) -> None:
+    """Save a state dict in the anchor's layout, with the provenance beside it.
+
+    mmseg-style anchors give ``{"state_dict": ..., "meta": {..., "segmerge": provenance}}``
+    (optimizer state dropped); a plain state dict stays plain and carries the provenance in
+    its ``_metadata`` (the attribute ``load_state_dict`` reads, which ignores unknown entries).
+    """
+    state = OrderedDict(tensors)
+    wrappers = template.wrappers if template else []
+    if wrappers:
+        meta = dict(template.meta or {})
+        meta["segmerge"] = dict(provenance)
+        obj: Any = state
+        for key in reversed(wrappers[1:]):
+            obj = {key: obj}
+        obj = {wrappers[0]: obj, "meta": meta}
+    else:
+        metadata = dict(template.state_metadata or {}) if template else {}
+        metadata["__segmerge__"] = dict(provenance)
+        state._metadata = metadata
+        obj = state
+    with open(path, "wb") as f:
+        torch.save(obj, f)  # a file object, so the archive is not named after the temp file
+
+
+def read_pth_provenance(source: PthSource) -> dict | None:
+    content = source.content
+    if content.meta and isinstance(content.meta.get("segmerge"), Mapping):
+        return dict(content.meta["segmerge"])
+    if content.state_metadata and isinstance(content.state_metadata.get("__segmerge__"), Mapping):
+        return dict(content.state_metadata["__segmerge__"])
+    return None

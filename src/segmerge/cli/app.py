@@ -1,0 +1,42 @@
+"""The typer application; each command group registers itself here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+from segmerge.errors import SegmergeError
+
+app = typer.Typer(
+    help="Merge trained segmentation models layer by layer, and measure the result.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def user_errors(func: Callable) -> Callable:
+    """Print a :class:`SegmergeError` on one line and exit 2, without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SegmergeError as exc:
+            stderr.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted; nothing was written")
+            sys.exit(130)
+
+    return wrapper
+
+
+# Registration: importing the modules adds their commands to ``app``.
+from segmerge.cli import demo_command, merge_commands  # noqa: E402,F401

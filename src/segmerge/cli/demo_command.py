@@ -1,0 +1,1 @@
+"""``segmerge demo``: placeholder registered until the benchmark demo lands."""

@@ -1,0 +1,154 @@
+"""``segmerge plan``, ``segmerge merge`` and ``segmerge recipe``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segmerge import api
+from segmerge.checkpoints import open_checkpoint
+from segmerge.cli.app import app, stderr, stdout, user_errors
+from segmerge.cli.options import recipe_options
+from segmerge.cli.plan_view import render_plan
+from segmerge.errors import RecipeError
+from segmerge.merge.methods import method_names
+
+Models = Annotated[list[str] | None, typer.Argument(help="checkpoints: .pth/.pt/.bin, .safetensors, HF folders")]
+Anchor = Annotated[int | None, typer.Option("--anchor", help="0-based position of the anchor [default: 0]")]
+Method = Annotated[str | None, typer.Option("--method", "-m", help=f"one of {', '.join(method_names())}")]
+RampStart = Annotated[float | None, typer.Option("--ramp-start", help="layerwise: t0, depth where the ramp starts")]
+EndWeight = Annotated[float | None, typer.Option("--end-weight", help="layerwise: anchor weight at the last layer")]
+Ramp = Annotated[str | None, typer.Option("--ramp", help="layerwise: linear, cosine or step")]
+Weights = Annotated[str | None, typer.Option("--weights", help="per model, comma-separated ('-' = unset)")]
+Base = Annotated[str | None, typer.Option("--base", help="shared base checkpoint (task-vector methods)")]
+Scaling = Annotated[float | None, typer.Option("--scaling", help="task vectors: lambda")]
+Density = Annotated[float | None, typer.Option("--density", help="ties: fraction of each task vector kept")]
+DropRate = Annotated[float | None, typer.Option("--drop-rate", help="dare: drop probability")]
+Consensus = Annotated[str | None, typer.Option("--consensus", help="dare: sum or ties")]
+Rename = Annotated[list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")]
+Keep = Annotated[list[str] | None, typer.Option("--keep", help="REGEX: keys kept from the anchor (repeatable)")]
+Seed = Annotated[int | None, typer.Option("--seed", help="seed for random methods (dare)")]
+RecipeFile = Annotated[Path | None, typer.Option("--recipe", "-r", help="a recipe YAML file")]
+TrustPickle = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="DANGEROUS: unpickle .pth files that could run code; only for trusted files"),
+]
+
+
+def _recipe(models, recipe_file, **flags):
+    options = recipe_options(**flags)
+    if recipe_file is not None:
+        if models or options:
+            given = ", ".join(["MODELS"] * bool(models) + [f"--{k.replace('_', '-')}" for k in options])
+            raise RecipeError(f"{recipe_file}: {given} cannot be combined with --recipe; edit the recipe instead")
+        return api.make_recipe(recipe_file)
+    if not models or len(models) < 2:
+        raise RecipeError("give at least two models to merge (or --recipe FILE)")
+    return api.make_recipe(models, **options)
+
+
+@app.command()
+@user_errors
+def plan(
+    models: Models = None,
+    anchor: Anchor = None,
+    method: Method = None,
+    ramp_start: RampStart = None,
+    end_weight: EndWeight = None,
+    ramp: Ramp = None,
+    weights: Weights = None,
+    base: Base = None,
+    scaling: Scaling = None,
+    density: Density = None,
+    drop_rate: DropRate = None,
+    consensus: Consensus = None,
+    rename: Rename = None,
+    keep: Keep = None,
+    seed: Seed = None,
+    recipe: RecipeFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
+    check: Annotated[bool, typer.Option(help="read tensors to warn about unrelated layers")] = True,
+    all_keys: Annotated[bool, typer.Option("--all-keys", help="list every unmatched key")] = False,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Show what a merge would do: every layer with its depth and weights, every key's fate."""
+    the_recipe = _recipe(
+        models, recipe, anchor=anchor, method=method, base=base, weights=weights, rename=rename, keep=keep,
+        seed=seed, ramp_start=ramp_start, end_weight=end_weight, ramp=ramp, scaling=scaling, density=density,
+        drop_rate=drop_rate, consensus=consensus,
+    )  # fmt: skip
+    the_plan = api.plan(the_recipe, trust_pickle=trust_pickle, check_relatedness=check)
+    if as_json:
+        stdout.print_json(json.dumps(the_plan.to_dict()))
+    else:
+        render_plan(the_plan, stdout, all_keys)
+
+
+@app.command()
+@user_errors
+def merge(
+    models: Models = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="output: .pth, .safetensors or a folder")
+    ] = None,
+    anchor: Anchor = None,
+    method: Method = None,
+    ramp_start: RampStart = None,
+    end_weight: EndWeight = None,
+    ramp: Ramp = None,
+    weights: Weights = None,
+    base: Base = None,
+    scaling: Scaling = None,
+    density: Density = None,
+    drop_rate: DropRate = None,
+    consensus: Consensus = None,
+    rename: Rename = None,
+    keep: Keep = None,
+    seed: Seed = None,
+    recipe: RecipeFile = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+    dump_recipe: Annotated[bool, typer.Option("--dump-recipe", help="print the recipe that ran (YAML)")] = False,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Merge the models into one checkpoint (layer-wise by default, METHOD.md defaults)."""
+    the_recipe = _recipe(
+        models, recipe, anchor=anchor, method=method, base=base, weights=weights, rename=rename, keep=keep,
+        seed=seed, ramp_start=ramp_start, end_weight=end_weight, ramp=ramp, scaling=scaling, density=density,
+        drop_rate=drop_rate, consensus=consensus,
+    )  # fmt: skip
+    target = output if output is not None else the_recipe.output
+    if target is None:
+        raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
+    the_recipe = the_recipe.model_copy(update={"output": str(target)})
+    opened = api.open_merge(the_recipe, trust_pickle)
+    for warning in opened.plan.warnings:
+        stderr.print(f"[yellow]warning:[/] {warning}")
+    written = api.write_merge(opened, Path(target), overwrite)
+    counts = opened.plan.counts()
+    stderr.print(
+        f"wrote {written} ({counts.get('merged', 0)} keys merged in {len(opened.plan.layers)} layers, "
+        f"{sum(counts.values()) - counts.get('merged', 0)} copied from the anchor)"
+    )
+    if dump_recipe:
+        stdout.print(the_recipe.to_yaml(), end="", markup=False)
+
+
+@app.command("recipe")
+@user_errors
+def show_recipe(
+    checkpoint: Annotated[str, typer.Argument(help="an output segmerge wrote")],
+    provenance: Annotated[
+        bool, typer.Option("--provenance", help="print versions and input hashes too (JSON)")
+    ] = False,
+) -> None:
+    """Print the recipe a segmerge output was made with (pass it to `merge --recipe` to reproduce it)."""
+    found = open_checkpoint(checkpoint).provenance()
+    if not found:
+        raise RecipeError(f"{checkpoint}: holds no segmerge recipe (was it written by segmerge merge?)")
+    if provenance:
+        stdout.print_json(json.dumps(found))
+    else:
+        stdout.print(found["recipe"], end="", markup=False)

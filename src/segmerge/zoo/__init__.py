@@ -1,0 +1,1 @@
+"""Small models and checkpoints that segmerge builds itself (no downloads)."""
