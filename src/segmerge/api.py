@@ -15,11 +15,11 @@ import torch
 from segmerge.checkpoints import Checkpoint, open_checkpoint, write_checkpoint
 from segmerge.checkpoints.provenance import Provenance
 from segmerge.errors import MergeError, SegmergeError
-from segmerge.merge.execute import execute
-from segmerge.merge.methods import MergeMethod, build_method
-from segmerge.merge.plan import MergePlan, build_plan
-from segmerge.merge.relatedness import layer_similarities, unrelated_layer_warnings
-from segmerge.merge.sources import StateDictSource, TensorMeta
+from segmerge.merging.execute import execute
+from segmerge.merging.methods import MergeMethod, build_method
+from segmerge.merging.plan import MergePlan, build_plan
+from segmerge.merging.relatedness import layer_similarities, unrelated_layer_warnings
+from segmerge.merging.sources import StateDictSource, TensorMeta
 from segmerge.recipe import Recipe
 
 ModelInput = str | Path | Mapping[str, torch.Tensor]

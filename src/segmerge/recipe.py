@@ -15,9 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segmerge.errors import RecipeError
-from segmerge.merge.keys import RenameRule
-from segmerge.merge.methods import method_class
-from segmerge.merge.plan import Override
+from segmerge.merging.keys import RenameRule
+from segmerge.merging.methods import method_class
+from segmerge.merging.plan import Override
 
 
 class _Strict(BaseModel):

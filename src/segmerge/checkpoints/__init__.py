@@ -37,7 +37,7 @@ from segmerge.checkpoints.safetensors_file import (
     write_safetensors,
 )
 from segmerge.errors import CheckpointError
-from segmerge.merge.sources import TensorMeta
+from segmerge.merging.sources import TensorMeta
 
 Format = Literal["pth", "safetensors", "hf-folder"]
 PTH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")

@@ -18,7 +18,7 @@ from segmerge.checkpoints.safetensors_file import (
     write_safetensors,
 )
 from segmerge.errors import CheckpointError
-from segmerge.merge.sources import TensorMeta
+from segmerge.merging.sources import TensorMeta
 
 WEIGHT_FILES = (
     "model.safetensors",

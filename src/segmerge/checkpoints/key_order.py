@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from segmerge.merge.sources import TensorMeta
+from segmerge.merging.sources import TensorMeta
 
 HEAD_NAMES = {
     "decode_head", "auxiliary_head", "head", "heads", "classifier", "decoder", "sem_seg_head",

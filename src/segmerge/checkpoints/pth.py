@@ -22,7 +22,7 @@ import torch
 
 from segmerge.checkpoints.pickle_safety import load_pth, plain_data
 from segmerge.errors import CheckpointError
-from segmerge.merge.sources import TensorMeta
+from segmerge.merging.sources import TensorMeta
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module", "net")
 DATA_PARALLEL_PREFIX = "module."

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from segmerge.errors import CheckpointError
-from segmerge.merge.sources import TensorMeta
+from segmerge.merging.sources import TensorMeta
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,

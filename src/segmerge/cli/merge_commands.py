@@ -14,7 +14,7 @@ from segmerge.cli.app import app, stderr, stdout, user_errors
 from segmerge.cli.options import recipe_options
 from segmerge.cli.plan_view import render_plan
 from segmerge.errors import RecipeError
-from segmerge.merge.methods import method_names
+from segmerge.merging.methods import method_names
 
 Models = Annotated[list[str] | None, typer.Argument(help="checkpoints: .pth/.pt/.bin, .safetensors, HF folders")]
 Anchor = Annotated[int | None, typer.Option("--anchor", help="0-based position of the anchor [default: 0]")]

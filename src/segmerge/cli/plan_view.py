@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from segmerge.merge.plan import Action, MergePlan
+from segmerge.merging.plan import Action, MergePlan
 
 SHOWN = 12
 

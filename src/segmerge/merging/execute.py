@@ -7,10 +7,10 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from segmerge.errors import MergeError
-from segmerge.merge.keys import BN_MEAN, BN_VAR, leaf_of, sibling
-from segmerge.merge.methods.base import MergeMethod, weighted_sum
-from segmerge.merge.plan import Action, KeyPlan, MergePlan
-from segmerge.merge.sources import TensorSource
+from segmerge.merging.keys import BN_MEAN, BN_VAR, leaf_of, sibling
+from segmerge.merging.methods.base import MergeMethod, weighted_sum
+from segmerge.merging.plan import Action, KeyPlan, MergePlan
+from segmerge.merging.sources import TensorSource
 
 
 def execute(

@@ -11,16 +11,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
-from segmerge.merge.keys import (
+from segmerge.merging.keys import (
     RenameRule,
     common_prefix_rename,
     layer_of,
     rename,
     suggest_rename_flag,
 )
-from segmerge.merge.methods.base import MergeMethod
-from segmerge.merge.schedule import normalised_depth
-from segmerge.merge.sources import TensorMeta
+from segmerge.merging.methods.base import MergeMethod
+from segmerge.merging.schedule import normalised_depth
+from segmerge.merging.sources import TensorMeta
 
 
 class Action(str, Enum):

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from segmerge.merge.plan import Action, MergePlan
-from segmerge.merge.sources import TensorSource
+from segmerge.merging.plan import Action, MergePlan
+from segmerge.merging.sources import TensorSource
 
 UNRELATED_BELOW = 0.2
 

@@ -1,7 +1,7 @@
 """Merge methods: one module each, found by name through the registry in ``base``."""
 
-from segmerge.merge.methods import layerwise, linear, task_vectors  # noqa: F401  (registers)
-from segmerge.merge.methods.base import (
+from segmerge.merging.methods import layerwise, linear, task_vectors  # noqa: F401  (registers)
+from segmerge.merging.methods.base import (
     MergeMethod,
     MethodParams,
     build_method,

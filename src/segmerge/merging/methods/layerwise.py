@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from segmerge.merge.methods.base import MergeMethod, MethodParams, register
-from segmerge.merge.schedule import RampShape, layer_weights
+from segmerge.merging.methods.base import MergeMethod, MethodParams, register
+from segmerge.merging.schedule import RampShape, layer_weights
 
 
 class LayerwiseParams(MethodParams):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from segmerge.merge.methods.base import MergeMethod, MethodParams, register
+from segmerge.merging.methods.base import MergeMethod, MethodParams, register
 
 
 @register

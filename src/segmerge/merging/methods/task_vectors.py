@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from segmerge.merge.methods.base import MergeMethod, MethodParams, accumulation_dtype, register
+from segmerge.merging.methods.base import MergeMethod, MethodParams, accumulation_dtype, register
 
 
 class TaskVectorMethod(MergeMethod):

@@ -1,0 +1,238 @@
+"""Reading and writing every supported checkpoint layout, and refusing bad or unsafe files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tiny_models import tiny_state
+
+from segmerge.checkpoints import load_checkpoint, open_checkpoint, save_checkpoint
+from segmerge.errors import CheckpointError, UnsafeCheckpointError
+
+
+def assert_same(a: dict, b: dict):
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("name", ["m.pth", "m.pt", "m.bin", "m.safetensors", "hf_out"])
+def test_round_trip_each_format(tmp_path, name):
+    state = tiny_state(1)
+    state["half.weight"] = torch.randn(3, dtype=torch.float16)
+    state["bf.weight"] = torch.randn(3).to(torch.bfloat16)
+    path = save_checkpoint(state, tmp_path / name)
+    assert_same(load_checkpoint(path), state)
+
+
+def test_mmseg_layout_is_unwrapped_and_kept_on_output(tmp_path):
+    from segmerge import api
+
+    meta = {"CLASSES": ("road", "car"), "seed": np.int64(3), "hist": np.arange(4), "dtype": np.dtype("float32")}
+    for i in (1, 2):
+        torch.save(
+            {"state_dict": tiny_state(i), "meta": meta, "optimizer": {"lr": torch.tensor(0.1)}}, tmp_path / f"{i}.pth"
+        )
+    assert_same(load_checkpoint(tmp_path / "1.pth"), tiny_state(1))
+    api.merge([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], output=tmp_path / "m.pth")
+    raw = torch.load(tmp_path / "m.pth", weights_only=False)
+    assert set(raw) == {"state_dict", "meta"}  # optimizer state dropped
+    assert raw["meta"]["CLASSES"] == ("road", "car") and raw["meta"]["seed"] == 3
+    assert "recipe" in raw["meta"]["segmerge"] and len(raw["meta"]["segmerge"]["inputs"]) == 2
+    assert list(raw["state_dict"]) == list(tiny_state(1))
+
+
+def test_nested_model_and_data_parallel_prefix(tmp_path):
+    state = tiny_state(1)
+    torch.save({"model": {"module." + k: v for k, v in state.items()}, "epoch": 3}, tmp_path / "n.pth")
+    assert_same(load_checkpoint(tmp_path / "n.pth"), state)
+
+
+def test_plain_state_dict_output_stays_plain_with_provenance(tmp_path):
+    from segmerge import api
+
+    for i in (1, 2):
+        torch.save(tiny_state(i), tmp_path / f"{i}.pth")
+    api.merge([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], output=tmp_path / "m.pth")
+    raw = torch.load(tmp_path / "m.pth", weights_only=True)
+    assert list(raw) == list(tiny_state(1))
+    assert "recipe" in raw._metadata["__segmerge__"]
+    model = torch.nn.Module()  # load_state_dict accepts it: the provenance entry is ignored
+    assert open_checkpoint(tmp_path / "m.pth").provenance()["inputs"][0]["path"].endswith("1.pth")
+    del model
+
+
+def test_sharded_safetensors_with_index(tmp_path):
+    state = tiny_state(1)
+    keys = list(state)
+    shards = {"a.safetensors": keys[:5], "b.safetensors": keys[5:]}
+    for name, ks in shards.items():
+        save_file({k: state[k] for k in ks}, tmp_path / name)
+    index = {"metadata": {}, "weight_map": {k: n for n, ks in shards.items() for k in ks}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert_same(load_checkpoint(tmp_path / "model.safetensors.index.json"), state)
+
+
+def test_hf_folders_single_and_sharded_bin(tmp_path):
+    state = tiny_state(1)
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "config.json").write_text("{}")
+    save_file(state, single / "model.safetensors")
+    loaded = load_checkpoint(single)
+    assert {k: loaded[k] for k in state} == loaded and set(loaded) == set(state)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    keys = list(state)
+    torch.save({k: state[k] for k in keys[:4]}, sharded / "pytorch_model-00001-of-00002.bin")
+    torch.save({k: state[k] for k in keys[4:]}, sharded / "pytorch_model-00002-of-00002.bin")
+    weight_map = {
+        k: "pytorch_model-00001-of-00002.bin" if i < 4 else "pytorch_model-00002-of-00002.bin"
+        for i, k in enumerate(keys)
+    }
+    (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    assert_same(load_checkpoint(sharded), state)
+
+
+def test_folder_output_keeps_the_anchors_config(tmp_path):
+    from segmerge import api
+
+    for i in (1, 2):
+        d = tmp_path / f"m{i}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model_type": "toy", "id": i}))
+        (d / "preprocessor_config.json").write_text("{}")
+        save_file(tiny_state(i), d / "model.safetensors")
+    api.merge([str(tmp_path / "m2"), str(tmp_path / "m1")], output=tmp_path / "out")
+    out = tmp_path / "out"
+    assert json.loads((out / "config.json").read_text())["id"] == 2
+    assert (out / "preprocessor_config.json").exists()
+    provenance = json.loads((out / "segmerge_provenance.json").read_text())
+    assert [i["path"] for i in provenance["inputs"]] == [str(tmp_path / "m2"), str(tmp_path / "m1")]
+    from safetensors import safe_open
+
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert f.metadata()["format"] == "pt"
+    assert set(load_file(out / "model.safetensors")) == set(tiny_state(1))
+
+
+def test_legacy_pickle_format_loads(tmp_path):
+    torch.save(tiny_state(1), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    assert_same(load_checkpoint(tmp_path / "old.pth"), tiny_state(1))
+
+
+def _fake_class(monkeypatch, name: str, cls_name: str):
+    """A class importable as ``name.cls_name`` while the checkpoint is written, then gone."""
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        monkeypatch.setitem(sys.modules, ".".join(parts[:i]), types.ModuleType(".".join(parts[:i])))
+    cls = type(cls_name, (), {"__module__": name})
+    setattr(sys.modules[name], cls_name, cls)
+    return cls
+
+
+def _forget(name: str):
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        sys.modules.pop(".".join(parts[:i]), None)
+
+
+def test_openmmlab_metadata_objects_load_inert(tmp_path, monkeypatch):
+    cls = _fake_class(monkeypatch, "mmengine.logging.history_buffer", "HistoryBuffer")
+    buffer = cls()
+    buffer.data = [1, 2, 3]
+    torch.save({"state_dict": tiny_state(1), "meta": {"hub": buffer, "iter": 5}}, tmp_path / "mm.pth")
+    _forget("mmengine.logging.history_buffer")
+    checkpoint = open_checkpoint(tmp_path / "mm.pth")
+    assert checkpoint.pth_content.meta == {"iter": 5}  # the opaque record is dropped from meta
+    assert_same(checkpoint.state_dict(), tiny_state(1))
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-pickle",))
+
+
+def test_a_pickle_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"state_dict": tiny_state(1), "evil": RunsCode()}, tmp_path / "evil.pth")
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pth.*(os|posix)\.system.*--trust-pickle"):
+        open_checkpoint(tmp_path / "evil.pth")
+    assert not (tmp_path / "pwned-by-pickle").exists()
+
+
+def test_trust_pickle_loads_other_globals(tmp_path, monkeypatch):
+    cls = _fake_class(monkeypatch, "my_project.things", "Config")
+    torch.save({"state_dict": tiny_state(1), "cfg": cls()}, tmp_path / "c.pth")
+    with pytest.raises(UnsafeCheckpointError, match="my_project.things.Config"):
+        open_checkpoint(tmp_path / "c.pth")
+    assert_same(load_checkpoint(tmp_path / "c.pth", trust_pickle=True), tiny_state(1))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_files_are_named(tmp_path, suffix):
+    path = tmp_path / f"t{suffix}"
+    save_checkpoint(tiny_state(1), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"t\{suffix}.*truncated"):
+        open_checkpoint(path).state_dict()
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is not a checkpoint\n" * 10])
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_non_checkpoints_are_refused(tmp_path, content, suffix):
+    path = tmp_path / f"x{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"x\{suffix}"):
+        open_checkpoint(path)
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        open_checkpoint(tmp_path / "nope.pth")
+    (tmp_path / "w.onnx").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unknown checkpoint type"):
+        open_checkpoint(tmp_path / "w.onnx")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(CheckpointError, match="without model weights"):
+        open_checkpoint(tmp_path / "empty_dir")
+
+
+def test_a_pth_without_tensors_is_refused(tmp_path):
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="no tensors found"):
+        open_checkpoint(tmp_path / "x.pth")
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    save_checkpoint(tiny_state(1), tmp_path / "a.safetensors")
+    before = (tmp_path / "a.safetensors").read_bytes()
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_checkpoint(tiny_state(2), tmp_path / "a.safetensors")
+    assert (tmp_path / "a.safetensors").read_bytes() == before
+    save_checkpoint(tiny_state(2), tmp_path / "a.safetensors", overwrite=True)
+    assert_same(load_checkpoint(tmp_path / "a.safetensors"), tiny_state(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]  # no temp files left
+
+
+def test_pth_source_reads_from_a_memory_map(tmp_path):
+    torch.save(tiny_state(1), tmp_path / "a.pth")
+    checkpoint = open_checkpoint(tmp_path / "a.pth")
+    assert checkpoint.source._mapped
+    first = checkpoint.get("stem.conv.weight")
+    assert torch.equal(first, tiny_state(1)["stem.conv.weight"])
+    assert torch.equal(checkpoint.get("stem.conv.weight"), first)  # pages handed back are re-read
+
+
+def test_output_folder_and_path_format(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot tell the output format"):
+        save_checkpoint(tiny_state(1), Path(tmp_path / "m.onnx"))
