@@ -1,0 +1,89 @@
+"""The one interface evaluation needs from a model, and how a model spec is resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from segmerge.errors import SegmergeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Segmenter:
+    """A network that maps normalised images [N,3,H,W] to class scores [N,C,h,w].
+
+    ``scores_are_logits``: the scores are logits (softmax gives probabilities); otherwise
+    they are already probabilities (Mask2Former's mask-classification output).
+    ``panoptic``: an optional callable that turns one image's raw outputs into a panoptic
+    segmentation (id map, segments_info).
+    """
+
+    name: str
+    module: torch.nn.Module
+    num_classes: int
+    scores: object  # Callable[[torch.Tensor], torch.Tensor]
+    scores_are_logits: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    panoptic: object | None = None
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [N,H,W,3] (or float 0-255) -> normalised float [N,3,H,W]."""
+        x = images.permute(0, 3, 1, 2).float() / 255.0
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.scores_are_logits:
+            return scores.float().softmax(dim=1)
+        return scores.float() / scores.float().sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def to(self, device: str | torch.device) -> Segmenter:
+        self.module.to(device)
+        return self
+
+
+def load_segmenter(spec: str, factory: str | None = None, name: str | None = None, device: str = "cpu") -> Segmenter:
+    """Resolve a model given on the command line.
+
+    ``spec`` is a checkpoint path. With ``factory`` (``FILE.py:function`` or
+    ``module:function``) the factory builds the network from that path; otherwise a
+    Hugging Face folder is loaded with transformers, or a built-in segmerge model.
+    """
+    label = name or Path(spec).name
+    if factory is not None:
+        from segmerge.segmenters.factory import from_factory
+
+        segmenter = from_factory(factory, spec, label)
+    else:
+        path = Path(spec)
+        if path.is_dir() and (path / "config.json").is_file():
+            from segmerge.segmenters.huggingface import from_hf_folder
+
+            segmenter = from_hf_folder(path, label)
+        else:
+            from segmerge.segmenters.builtin import from_builtin_checkpoint
+
+            segmenter = from_builtin_checkpoint(path, label)
+    segmenter.module.eval()
+    return segmenter.to(device)
+
+
+def check_classes(segmenter: Segmenter, num_classes: int) -> None:
+    if segmenter.num_classes != num_classes:
+        raise SegmergeError(
+            f"{segmenter.source or segmenter.name}: predicts {segmenter.num_classes} classes but the protocol "
+            f"has {num_classes}; pass the matching --num-classes / dataset, or a model trained for it"
+        )
