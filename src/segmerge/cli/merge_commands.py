@@ -38,8 +38,15 @@ TrustPickle = Annotated[
 ]
 
 
-def _recipe(models, recipe_file, **flags):
-    options = recipe_options(**flags)
+RECIPE_FLAGS = (
+    "anchor", "method", "base", "weights", "rename", "keep", "seed",
+    "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus",
+)  # fmt: skip
+
+
+def _recipe(models, recipe_file, given: dict):
+    """The recipe the command runs: from --recipe, or from the models and the recipe flags."""
+    options = recipe_options(**{k: given[k] for k in RECIPE_FLAGS})
     if recipe_file is not None:
         if models or options:
             given = ", ".join(["MODELS"] * bool(models) + [f"--{k.replace('_', '-')}" for k in options])
@@ -75,11 +82,7 @@ def plan(
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Show what a merge would do: every layer with its depth and weights, every key's fate."""
-    the_recipe = _recipe(
-        models, recipe, anchor=anchor, method=method, base=base, weights=weights, rename=rename, keep=keep,
-        seed=seed, ramp_start=ramp_start, end_weight=end_weight, ramp=ramp, scaling=scaling, density=density,
-        drop_rate=drop_rate, consensus=consensus,
-    )  # fmt: skip
+    the_recipe = _recipe(models, recipe, locals())
     the_plan = api.plan(the_recipe, trust_pickle=trust_pickle, check_relatedness=check)
     if as_json:
         stdout.print_json(json.dumps(the_plan.to_dict()))
@@ -114,11 +117,7 @@ def merge(
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Merge the models into one checkpoint (layer-wise by default, METHOD.md defaults)."""
-    the_recipe = _recipe(
-        models, recipe, anchor=anchor, method=method, base=base, weights=weights, rename=rename, keep=keep,
-        seed=seed, ramp_start=ramp_start, end_weight=end_weight, ramp=ramp, scaling=scaling, density=density,
-        drop_rate=drop_rate, consensus=consensus,
-    )  # fmt: skip
+    the_recipe = _recipe(models, recipe, locals())
     target = output if output is not None else the_recipe.output
     if target is None:
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
