@@ -77,7 +77,9 @@ def _slide(segmenter: Segmenter, pixels: torch.Tensor, config: InferenceConfig) 
     _, _, height, width = pixels.shape
     crop_h, crop_w = min(config.crop[0], height), min(config.crop[1], width)
     boxes = [
-        (y, x) for y in window_origins(height, crop_h, config.stride[0]) for x in window_origins(width, crop_w, config.stride[1])
+        (y, x)
+        for y in window_origins(height, crop_h, config.stride[0])
+        for x in window_origins(width, crop_w, config.stride[1])
     ]
     total = None
     count = torch.zeros(1, 1, height, width, device=pixels.device)

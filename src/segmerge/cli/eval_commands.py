@@ -1,0 +1,173 @@
+"""``segmerge eval`` (run models on a dataset) and ``segmerge score`` (score files on disk)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segmerge.cli.app import app, stderr, stdout, user_errors
+from segmerge.errors import SegmergeError
+
+
+def _size(value: str, flag: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+        return h, w
+    except ValueError:
+        raise SegmergeError(f"{flag} {value!r}: expected HEIGHTxWIDTH, e.g. 512x1024") from None
+
+
+def _print_json(obj) -> None:
+    def clean(o):
+        if isinstance(o, float) and math.isnan(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [clean(v) for v in o]
+        return o
+
+    stdout.print(json.dumps(clean(obj), indent=2), markup=False, highlight=False)
+
+
+@app.command("eval")
+@user_errors
+def evaluate_command(
+    models: Annotated[list[str], typer.Argument(help="checkpoints or Hugging Face folders to evaluate")],
+    data: Annotated[
+        str, typer.Option("--data", help="cityscapes:ROOT | gta5:ROOT | synthia:ROOT | folder:images=DIR,labels=DIR")
+    ],
+    model_factory: Annotated[
+        str | None, typer.Option("--model", help="FILE.py:function or module:function building a model from a path")
+    ] = None,
+    split: Annotated[str, typer.Option(help="dataset split")] = "val",
+    num_classes: Annotated[int, typer.Option("--num-classes", help="classes of the protocol")] = 19,
+    protocol: Annotated[
+        list[str] | None,
+        typer.Option("--protocol", help="extra mIoU over a class subset: synthia16, synthia13 (repeatable)"),
+    ] = None,
+    ensemble: Annotated[
+        bool, typer.Option("--ensemble", help="also evaluate the average of the models' softmax")
+    ] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="write results.json, results.md and plots here")] = None,
+    mode: Annotated[str, typer.Option(help="inference: whole or slide")] = "whole",
+    crop: Annotated[str, typer.Option(help="slide: window HxW")] = "512x1024",
+    stride: Annotated[str, typer.Option(help="slide: stride HxW")] = "341x683",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass")] = 4,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
+    amp: Annotated[bool, typer.Option("--amp", help="mixed precision (float16 on GPU, bfloat16 on CPU)")] = False,
+    limit: Annotated[int | None, typer.Option(help="evaluate the first N images only")] = None,
+    qualitative: Annotated[int, typer.Option(help="images in the qualitative grid")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+) -> None:
+    """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, cost."""
+    from segmerge.datasets import open_dataset
+    from segmerge.evaluation.distributed import init_from_environment
+    from segmerge.evaluation.inference import InferenceConfig
+    from segmerge.evaluation.runner import EvaluationConfig, evaluate
+    from segmerge.metrics.protocols import CITYSCAPES_CLASSES
+    from segmerge.metrics.protocols import protocol as find_protocol
+    from segmerge.segmenters import load_segmenter
+
+    if mode not in ("whole", "slide"):
+        raise SegmergeError(f"--mode {mode!r}: choose whole or slide")
+    subsets = tuple(protocol or ())
+    for name in subsets:
+        find_protocol(name)
+    group = init_from_environment(device)
+    if device.startswith("cuda") and group.active:
+        device = f"cuda:{group.rank}"
+    dataset = open_dataset(data, split=split)
+    segmenters = [load_segmenter(m, model_factory, device=device) for m in models]
+    class_names = tuple(CITYSCAPES_CLASSES) if num_classes == 19 else tuple(f"class {i}" for i in range(num_classes))
+    inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
+    config = EvaluationConfig(num_classes, class_names, 255, subsets, ensemble, qualitative, limit)
+    result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
+    if not group.is_main:
+        return
+    if out is not None:
+        from segmerge.reports import write_report
+
+        written = write_report(result, out)
+        stderr.print(f"report written to {out} ({', '.join(p.name for p in written.values())})")
+    if as_json:
+        _print_json(result.to_dict() | {"models": [_row_json(r) for r in result.rows]})
+    else:
+        from segmerge.reports.tables import markdown_table
+
+        stdout.print(markdown_table(result), markup=False, highlight=False)
+
+
+def _row_json(row) -> dict:
+    return {
+        "name": row.name,
+        "kind": row.kind,
+        "parameters": row.parameters,
+        "ms_per_image": row.ms_per_image,
+        "cost": row.cost,
+        **(row.semantic or {}),
+        **({"panoptic": row.panoptic} if row.panoptic else {}),
+    }
+
+
+@app.command("score")
+@user_errors
+def score_command(
+    pred: Annotated[Path | None, typer.Option("--pred", help="semantic: folder of prediction PNGs (trainIds)")] = None,
+    gt: Annotated[Path | None, typer.Option("--gt", help="semantic: folder of label PNGs")] = None,
+    num_classes: Annotated[int, typer.Option("--num-classes")] = 19,
+    ignore_index: Annotated[int, typer.Option("--ignore-index")] = 255,
+    protocol: Annotated[
+        list[str] | None, typer.Option("--protocol", help="extra mIoU over synthia16 / synthia13")
+    ] = None,
+    panoptic: Annotated[bool, typer.Option("--panoptic", help="score COCO panoptic files instead")] = False,
+    gt_json: Annotated[Path | None, typer.Option("--gt-json")] = None,
+    gt_dir: Annotated[Path | None, typer.Option("--gt-dir")] = None,
+    pred_json: Annotated[Path | None, typer.Option("--pred-json")] = None,
+    pred_dir: Annotated[Path | None, typer.Option("--pred-dir")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Score predictions on disk: mIoU of label PNGs, or PQ/SQ/RQ of COCO panoptic files."""
+    from segmerge.evaluation.scoring import score_panoptic_folders, score_semantic_folders
+
+    if panoptic:
+        missing = [
+            f
+            for f, v in (
+                ("--gt-json", gt_json),
+                ("--gt-dir", gt_dir),
+                ("--pred-json", pred_json),
+                ("--pred-dir", pred_dir),
+            )
+            if v is None
+        ]
+        if missing:
+            raise SegmergeError(f"--panoptic needs {', '.join(missing)}")
+        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir).compute()
+        summary = dict(summary)
+    else:
+        if pred is None or gt is None:
+            raise SegmergeError("give --pred and --gt folders (or --panoptic with its files)")
+        from segmerge.evaluation.runner import semantic_summary
+        from segmerge.metrics.protocols import CITYSCAPES_CLASSES
+
+        names = list(CITYSCAPES_CLASSES) if num_classes == 19 else [f"class {i}" for i in range(num_classes)]
+        metric = score_semantic_folders(pred, gt, num_classes, names, ignore_index)
+        summary = semantic_summary(metric, tuple(protocol or ()))
+    if as_json:
+        _print_json(summary)
+        return
+    for key, value in summary.items():
+        if isinstance(value, float):
+            stdout.print(f"{key:>16}: {value:6.2f}")
+    for row in summary.get("per_class", []):
+        score = row.get("iou", row.get("pq"))
+        stdout.print(
+            f"{row['name']:>16}: {score:6.2f}"
+            if score is not None and not math.isnan(score)
+            else f"{row['name']:>16}:      -"
+        )

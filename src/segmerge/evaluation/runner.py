@@ -1,0 +1,162 @@
+"""Evaluate segmenters (and their output ensemble) on a dataset with the field's metrics.
+
+data + model -> predictions -> metrics -> :class:`EvaluationResult`. Every model sees the
+same images; the ensemble averages the models' class probabilities. Under ``torchrun``
+each process takes a shard and the metric states are summed, giving the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segmerge.errors import SegmergeError
+from segmerge.evaluation.distributed import ProcessGroup, all_reduce_max
+from segmerge.evaluation.inference import InferenceConfig, Timer, ensemble_probabilities, predict_probabilities
+from segmerge.evaluation.results import EvaluationResult, ModelScores, QualitativeSample
+from segmerge.segmenters.base import Segmenter, check_classes
+
+ENSEMBLE = "ensemble"
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    num_classes: int
+    class_names: tuple[str, ...]
+    ignore_index: int = 255
+    subsets: tuple[str, ...] = ()
+    ensemble: bool = False
+    qualitative: int = 4
+    limit: int | None = None
+    progress: bool = True
+
+
+def evaluate(
+    segmenters: Sequence[Segmenter],
+    dataset,
+    config: EvaluationConfig,
+    inference: InferenceConfig = InferenceConfig(),
+    group: ProcessGroup = ProcessGroup(),
+    dataset_name: str = "",
+    split: str = "",
+) -> EvaluationResult:
+    from segmerge.metrics import SemanticMetric
+
+    if len(dataset) == 0:
+        raise SegmergeError(f"{dataset_name or 'dataset'}: holds no images")
+    for s in segmenters:
+        check_classes(s, config.num_classes)
+    names = _unique_names(segmenters)
+    with_ensemble = config.ensemble and len(segmenters) > 1
+    rows = [*names, *([ENSEMBLE] if with_ensemble else [])]
+    metrics = {
+        n: SemanticMetric(config.num_classes, ignore_index=config.ignore_index, class_names=list(config.class_names))
+        for n in rows
+    }
+    timers = {n: Timer() for n in names}
+
+    indices = list(range(len(dataset)))
+    if config.limit is not None:
+        indices = indices[: config.limit]
+    shard = indices[group.rank :: group.world_size]
+    qualitative: list[QualitativeSample] = []
+    bar = tqdm(
+        shard, desc="evaluating", unit="img", disable=not (config.progress and group.is_main), dynamic_ncols=True
+    )
+    for index in bar:
+        sample = dataset[index]
+        if sample.label is None:
+            raise SegmergeError(f"{sample.image_path}: has no label; evaluation needs labelled images")
+        image = torch.from_numpy(np.ascontiguousarray(sample.image))[None]
+        label = torch.from_numpy(np.asarray(sample.label, dtype=np.int64))
+        if tuple(label.shape) != tuple(image.shape[1:3]):
+            raise SegmergeError(
+                f"{sample.image_path}: image is {tuple(image.shape[1:3])} but its label is {tuple(label.shape)}"
+            )
+        probabilities = {}
+        for name, segmenter in zip(names, segmenters, strict=True):
+            probabilities[name] = predict_probabilities(segmenter, image, inference, timers[name])
+        if with_ensemble:
+            probabilities[ENSEMBLE] = ensemble_probabilities(list(probabilities.values()))
+        predictions = {n: p.argmax(1)[0] for n, p in probabilities.items()}
+        for n, pred in predictions.items():
+            metrics[n].update(pred, label)
+        if group.is_main and len(qualitative) < config.qualitative:
+            qualitative.append(
+                QualitativeSample(
+                    sample.name, sample.image, sample.label, {n: p.numpy() for n, p in predictions.items()}
+                )
+            )
+
+    result_rows = []
+    for n in rows:
+        metric = metrics[n]
+        metric.sync()
+        if n == ENSEMBLE:
+            members = [timers[m].ms_per_image for m in names]
+            ms = sum(members)
+            params = sum(s.num_parameters for s in segmenters)
+            cost = float(len(segmenters))
+        else:
+            ms = timers[n].ms_per_image
+            params = segmenters[names.index(n)].num_parameters
+            cost = 1.0
+        ms = all_reduce_max(ms if not math.isnan(ms) else 0.0, group)
+        result_rows.append(
+            ModelScores(
+                name=n,
+                kind="ensemble" if n == ENSEMBLE else "model",
+                parameters=params,
+                ms_per_image=ms,
+                semantic=semantic_summary(metric, config.subsets),
+                confusion=metric_confusion(metric),
+                cost=cost,
+            )
+        )
+    return EvaluationResult(
+        dataset=dataset_name,
+        split=split,
+        num_images=len(indices),
+        class_names=list(config.class_names),
+        ignore_index=config.ignore_index,
+        rows=result_rows,
+        protocol=",".join(config.subsets),
+        qualitative=qualitative,
+    )
+
+
+def semantic_summary(metric, subsets: Sequence[str]) -> dict:
+    result = metric.compute()
+    summary = {
+        "miou": float(result["miou"]),
+        "pixel_accuracy": float(result["pixel_accuracy"]),
+        "mean_accuracy": float(result["mean_accuracy"]),
+        "per_class": [{"name": n, "iou": float(v)} for n, v in zip(result["class_names"], result["iou"], strict=True)],
+        "subsets": {},
+    }
+    for subset in subsets:
+        summary["subsets"][subset] = float(metric.compute(subset=subset)["miou"])
+    return summary
+
+
+def metric_confusion(metric) -> np.ndarray:
+    return np.asarray(metric.confusion_matrix, dtype=np.int64)
+
+
+def _unique_names(segmenters: Sequence[Segmenter]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in segmenters:
+        n = s.name
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}#{seen[s.name]}"
+        else:
+            seen[n] = 0
+        out.append(n)
+    return out
