@@ -133,14 +133,14 @@ def evaluate(
 def semantic_summary(metric, subsets: Sequence[str]) -> dict:
     result = metric.compute()
     summary = {
-        "miou": float(result["miou"]),
-        "pixel_accuracy": float(result["pixel_accuracy"]),
-        "mean_accuracy": float(result["mean_accuracy"]),
-        "per_class": [{"name": n, "iou": float(v)} for n, v in zip(result["class_names"], result["iou"], strict=True)],
+        "miou": float(result.miou),
+        "pixel_accuracy": float(result.pixel_accuracy),
+        "mean_accuracy": float(result.mean_accuracy),
+        "per_class": [{"name": n, "iou": float(v)} for n, v in zip(result.class_names, result.iou, strict=True)],
         "subsets": {},
     }
     for subset in subsets:
-        summary["subsets"][subset] = float(metric.compute(subset=subset)["miou"])
+        summary["subsets"][subset] = float(metric.compute(subset=subset).miou)
     return summary
 
 
