@@ -1,0 +1,282 @@
+"""Semantic segmentation scores (IoU, mIoU, accuracies) from one dataset-wide confusion matrix.
+
+The only state is an int64 ``[num_classes, num_classes]`` confusion matrix (rows = ground
+truth, columns = prediction) summed over every pixel of every image. Scores are computed
+once, at the end, from that matrix: averaging per-image IoUs instead would weight small
+images and rare classes differently from every published number. Because the state is a
+count, matrices from several processes (or several metric objects) add up exactly.
+
+Conventions follow mmseg, which produced most reported Cityscapes/UDA numbers:
+
+* a class that appears neither in the ground truth nor in the prediction has IoU NaN and
+  is left out of mIoU (a class that is predicted but absent from the ground truth has IoU 0
+  and does count);
+* a class absent from the ground truth has accuracy NaN and is left out of the mean
+  class accuracy;
+* all scores are percentages (0-100).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from segmerge.errors import SegmergeError
+from segmerge.metrics.protocols import ClassSubset, protocol
+
+
+def sync_state(state: Mapping[str, torch.Tensor], group=None) -> None:
+    """Sum count tensors in place across processes; a no-op unless torch.distributed is initialised.
+
+    Shared by every metric in this package: their states are counts, so the sum over the
+    shards equals the state of one process that saw the whole dataset. NCCL only reduces
+    CUDA tensors, so CPU states travel through the current CUDA device and back.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    on_nccl = dist.get_backend(group) == "nccl"
+    for tensor in state.values():
+        buffer = tensor.to(torch.device("cuda", torch.cuda.current_device())) if on_nccl else tensor
+        dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
+        if buffer is not tensor:
+            tensor.copy_(buffer)
+
+
+def _as_tensor(x, what: str) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        # torch has no uint16/uint32 kernels for most ops; label PNGs are often uint16.
+        if x.dtype.kind == "u" and x.dtype != np.uint8:
+            x = x.astype(np.int64)
+        return torch.from_numpy(np.ascontiguousarray(x))
+    raise SegmergeError(f"{what} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    return not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else math.nan
+
+
+@dataclass(frozen=True)
+class SemanticResult:
+    """Scores in percent. ``class_ids``/``class_names``/``iou``/``accuracy`` cover the evaluated subset.
+
+    ``pixel_accuracy`` always counts every labelled pixel, whatever the subset: a subset
+    chooses which per-class scores are averaged, it does not re-label pixels.
+    """
+
+    class_ids: tuple[int, ...]
+    class_names: tuple[str, ...]
+    iou: tuple[float, ...]
+    accuracy: tuple[float, ...]
+    miou: float
+    mean_accuracy: float
+    pixel_accuracy: float
+    subset: str | None = None
+
+    def per_class_iou(self) -> dict[str, float]:
+        return dict(zip(self.class_names, self.iou, strict=True))
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class SemanticMetric:
+    """Accumulates a confusion matrix over a dataset; ``compute()`` turns it into IoU/mIoU/accuracy.
+
+    ``update(pred, target)`` takes integer label maps of the same shape, or logits with a
+    class dimension (``[N, C, H, W]`` or ``[C, H, W]``) that are argmax'd. Pixels whose target
+    is ``ignore_index`` are skipped. Under ``torchrun``, call ``sync()`` on every process once
+    after the last ``update`` and before ``compute``.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, class_names: Sequence[str] | None = None):
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise SegmergeError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if ignore_index is not None and 0 <= ignore_index < num_classes:
+            raise SegmergeError(
+                f"ignore_index={ignore_index} is a real class id (0..{num_classes - 1}); "
+                "use a value outside that range such as 255, or None to ignore nothing"
+            )
+        if class_names is None:
+            class_names = [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise SegmergeError(
+                f"{len(class_names)} class_names given for num_classes={num_classes}; give one name per class"
+            )
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = tuple(class_names)
+        self.confusion_matrix = torch.zeros((num_classes, num_classes), dtype=torch.int64)
+        self._synced = False
+
+    # -- accumulation ---------------------------------------------------------------
+
+    def update(self, pred, target) -> None:
+        """Add one batch (or one image) to the confusion matrix."""
+        if self._synced:
+            raise SegmergeError("update() after sync() would mix summed and local counts; call reset() first")
+        pred_t, target_t = _as_tensor(pred, "pred"), _as_tensor(target, "target")
+        if not _is_integer(target_t):
+            raise SegmergeError(f"target must hold integer class ids, got dtype {target_t.dtype}")
+        labels = self._labels(pred_t, target_t)
+        target_t = target_t.to(labels.device).long()
+
+        keep = target_t != self.ignore_index if self.ignore_index is not None else torch.ones_like(target_t, dtype=bool)
+        bad = keep & ((target_t < 0) | (target_t >= self.num_classes))
+        if bool(bad.any()):
+            value = int(target_t[bad][0])
+            raise SegmergeError(
+                f"target holds class id {value} ({int(bad.sum())} pixels), which is neither ignore_index="
+                f"{self.ignore_index} nor in [0, {self.num_classes}); map such labels to ignore_index first"
+            )
+        index = target_t[keep] * self.num_classes + labels[keep]
+        counts = torch.bincount(index, minlength=self.num_classes**2).reshape(self.num_classes, self.num_classes)
+        self.confusion_matrix += counts.to(self.confusion_matrix.device)
+
+    def _labels(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Predicted class ids with the shape of ``target``: argmax of logits, or the labels as given."""
+        if pred.dtype.is_floating_point and pred.dim() == target.dim() + 1 and pred.dim() in (3, 4):
+            if pred.shape[-3] != self.num_classes:
+                raise SegmergeError(
+                    f"logits of shape {tuple(pred.shape)} have {pred.shape[-3]} classes in dim {pred.dim() - 3}, "
+                    f"but the metric has num_classes={self.num_classes}"
+                )
+            labels = pred.argmax(dim=-3)
+        elif pred.dtype.is_floating_point:
+            raise SegmergeError(
+                f"pred has floating dtype {pred.dtype} and shape {tuple(pred.shape)} for target shape "
+                f"{tuple(target.shape)}: pass integer class ids of the target's shape, or logits with a class "
+                "dimension ([N, C, H, W] for [N, H, W] targets, [C, H, W] for [H, W])"
+            )
+        elif not _is_integer(pred):
+            raise SegmergeError(f"pred must hold integer class ids or floating logits, got dtype {pred.dtype}")
+        else:
+            labels = pred.long()
+        if labels.shape != target.shape:
+            raise SegmergeError(
+                f"pred shape {tuple(pred.shape)} does not match target shape {tuple(target.shape)}; "
+                "resize the prediction to the label resolution before update()"
+            )
+        if not pred.dtype.is_floating_point and labels.numel():
+            low, high = (int(v) for v in torch.aminmax(labels))
+            if low < 0 or high >= self.num_classes:
+                value = low if low < 0 else high
+                raise SegmergeError(
+                    f"pred holds class id {value}, outside [0, {self.num_classes}); "
+                    "predictions must be trainIds of the evaluated classes"
+                )
+        return labels
+
+    # -- state -------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self.confusion_matrix.zero_()
+        self._synced = False
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """A copy of the state: ``{"confusion_matrix": int64 [C, C]}``."""
+        return {"confusion_matrix": self.confusion_matrix.clone()}
+
+    def _checked(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        matrix = state.get("confusion_matrix") if isinstance(state, Mapping) else None
+        if not isinstance(matrix, torch.Tensor) or matrix.shape != self.confusion_matrix.shape:
+            shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
+            raise SegmergeError(
+                f"state confusion_matrix is {shape}, expected a tensor of shape {tuple(self.confusion_matrix.shape)}"
+            )
+        return matrix.to(self.confusion_matrix)
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.confusion_matrix = self._checked(state).clone()
+
+    def merge_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Add another process's (or object's) counts to this one."""
+        self.confusion_matrix += self._checked(state)
+
+    def __add__(self, other: SemanticMetric) -> SemanticMetric:
+        if not isinstance(other, SemanticMetric):
+            return NotImplemented
+        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
+            raise SegmergeError(
+                f"cannot add metrics with num_classes/ignore_index {other.num_classes}/{other.ignore_index} "
+                f"and {self.num_classes}/{self.ignore_index}"
+            )
+        total = SemanticMetric(self.num_classes, self.ignore_index, self.class_names)
+        total.load_state(self.state())
+        total.merge_state(other.state())
+        return total
+
+    def sync(self, group=None) -> None:
+        """All-reduce (sum) the confusion matrix across processes; a no-op without torch.distributed.
+
+        Collective: every process must call it. A second call before ``reset()`` does nothing,
+        so the counts are never summed twice.
+        """
+        if self._synced:
+            return
+        sync_state({"confusion_matrix": self.confusion_matrix}, group)
+        self._synced = dist.is_available() and dist.is_initialized()
+
+    # -- scores ------------------------------------------------------------------
+
+    def _subset_ids(self, subset) -> tuple[tuple[int, ...], str | None]:
+        if subset is None:
+            return tuple(range(self.num_classes)), None
+        if isinstance(subset, str):
+            subset = protocol(subset)
+        if isinstance(subset, ClassSubset):
+            ids, name = subset.class_ids, subset.name
+        elif isinstance(subset, Iterable):
+            ids, name = tuple(subset), None
+        else:
+            raise SegmergeError(f"subset must be a protocol name or a list of class ids, got {subset!r}")
+        for i in ids:
+            if not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_classes:
+                raise SegmergeError(f"subset class id {i!r} is not in [0, {self.num_classes})")
+        if len(set(ids)) != len(ids) or not ids:
+            raise SegmergeError(f"subset {list(ids)} must list distinct class ids, at least one")
+        return tuple(int(i) for i in ids), name
+
+    def compute(self, subset: str | ClassSubset | Iterable[int] | None = None) -> SemanticResult:
+        """Scores from the accumulated matrix; ``subset`` restricts the per-class list and the means.
+
+        ``subset`` is a protocol name (``"synthia16"``), a :class:`ClassSubset` or a list of
+        class ids. The matrix is not sliced: predictions of classes outside the subset still
+        count as errors, exactly as Synthia->Cityscapes mIoU16/mIoU13 are reported.
+        """
+        ids, name = self._subset_ids(subset)
+        cm = self.confusion_matrix.cpu().double().numpy()
+        total = cm.sum()
+        if total == 0:
+            raise SegmergeError(
+                "no labelled pixels were accumulated (no update() yet, or every target pixel was "
+                f"ignore_index={self.ignore_index}); nothing to score"
+            )
+        tp = np.diag(cm)
+        gt_area, pred_area = cm.sum(axis=1), cm.sum(axis=0)
+        union = gt_area + pred_area - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(union > 0, 100.0 * tp / union, np.nan)
+            acc = np.where(gt_area > 0, 100.0 * tp / gt_area, np.nan)
+        sel = list(ids)
+        return SemanticResult(
+            class_ids=ids,
+            class_names=tuple(self.class_names[i] for i in ids),
+            iou=tuple(float(v) for v in iou[sel]),
+            accuracy=tuple(float(v) for v in acc[sel]),
+            miou=_nanmean(iou[sel]),
+            mean_accuracy=_nanmean(acc[sel]),
+            pixel_accuracy=float(100.0 * tp.sum() / total),
+            subset=name,
+        )
