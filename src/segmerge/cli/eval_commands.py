@@ -147,8 +147,7 @@ def score_command(
         ]
         if missing:
             raise SegmergeError(f"--panoptic needs {', '.join(missing)}")
-        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir).compute()
-        summary = dict(summary)
+        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir).compute().as_dict()
     else:
         if pred is None or gt is None:
             raise SegmergeError("give --pred and --gt folders (or --panoptic with its files)")

@@ -85,6 +85,8 @@ def score_semantic_folders(pred_dir: Path, gt_dir: Path, num_classes: int, class
                 f"nor ignore ({ignore_index})"
             )
         metric.update(pred, gt)
+    if not metric.confusion_matrix.sum():
+        raise SegmergeError(f"--gt {gt_dir}: every label pixel is ignore ({ignore_index}); nothing to score")
     return metric
 
 
@@ -116,7 +118,10 @@ def score_panoptic_folders(gt_json: Path, gt_dir: Path, pred_json: Path, pred_di
         pred_ids = rgb2id(_read_rgb(pred_dir / p["file_name"]))
         if gt_ids.shape != pred_ids.shape:
             raise SegmergeError(f"{pred_dir / p['file_name']}: is {pred_ids.shape}, its ground truth {gt_ids.shape}")
-        metric.update(pred_ids, p["segments_info"], gt_ids, ann["segments_info"])
+        try:
+            metric.update(gt_ids, ann["segments_info"], pred_ids, p["segments_info"])
+        except SegmergeError as exc:
+            raise SegmergeError(f"{pred_dir / p['file_name']} (vs {gt_dir / ann['file_name']}): {exc}") from None
     return metric
 
 
