@@ -111,6 +111,7 @@ def _row_json(row) -> dict:
         "cost": row.cost,
         **(row.semantic or {}),
         **({"panoptic": row.panoptic} if row.panoptic else {}),
+        "confusion": row.confusion.tolist() if row.confusion is not None else None,
     }
 
 

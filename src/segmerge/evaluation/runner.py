@@ -72,7 +72,7 @@ def evaluate(
         sample = dataset[index]
         if sample.label is None:
             raise SegmergeError(f"{sample.image_path}: has no label; evaluation needs labelled images")
-        image = torch.from_numpy(np.ascontiguousarray(sample.image))[None]
+        image = torch.from_numpy(np.array(sample.image, dtype=np.uint8))[None]
         label = torch.from_numpy(np.asarray(sample.label, dtype=np.int64))
         if tuple(label.shape) != tuple(image.shape[1:3]):
             raise SegmergeError(

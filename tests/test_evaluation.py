@@ -1,0 +1,170 @@
+"""`segmerge eval` and `segmerge score` end to end, on fabricated data and tiny models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from segmerge.cli.app import app
+from segmerge.metrics import SemanticMetric
+from segmerge.metrics.panoptic import id2rgb
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+runner = CliRunner()
+
+
+def make_folder_dataset(root: Path, n: int = 5, size=(32, 48), seed=0) -> str:
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True)
+    (root / "lbl").mkdir()
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "img" / f"f{i}.png")
+        label = rng.integers(0, 19, size, dtype=np.uint8)
+        label[:3] = 255
+        Image.fromarray(label).save(root / "lbl" / f"f{i}.png")
+    return f"folder:images={root / 'img'},labels={root / 'lbl'}"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from segmerge.zoo.toy_checkpoints import tiny_segformer
+
+    root = tmp_path_factory.mktemp("models")
+    for seed in (1, 2):
+        tiny_segformer(seed=seed).save_pretrained(root / f"seg{seed}")
+    return root
+
+
+def test_eval_with_ensemble_writes_a_report_and_matches_a_direct_computation(tmp_path, models):
+    spec = make_folder_dataset(tmp_path / "data")
+    out = tmp_path / "report"
+    args = ["eval", str(models / "seg1"), str(models / "seg2"), "--data", spec, "--ensemble", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--json", "--protocol", "synthia16"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    names = [m["name"] for m in report["models"]]
+    assert names == ["seg1", "seg2", "ensemble"]
+    ensemble = report["models"][2]
+    assert ensemble["cost"] == 2.0 and ensemble["parameters"] == 2 * report["models"][0]["parameters"]
+    assert all(m["ms_per_image"] > 0 for m in report["models"])
+    assert "synthia16" in report["models"][0]["subsets"]
+    for f in ("results.json", "results.md", "per_class_bars.png", "qualitative.png", "confusion_seg1.png"):
+        assert (out / f).is_file(), f
+
+    # The same numbers by hand: the model's argmax at label resolution, one confusion matrix.
+    from segmerge.datasets import open_dataset
+    from segmerge.segmenters import load_segmenter
+
+    seg = load_segmenter(str(models / "seg1"))
+    metric = SemanticMetric(19)
+    for sample in open_dataset(spec):
+        pixels = seg.normalise(torch.tensor(sample.image)[None])
+        with torch.no_grad():
+            logits = seg.scores(pixels)
+        logits = torch.nn.functional.interpolate(logits, size=sample.label.shape, mode="bilinear", align_corners=False)
+        metric.update(logits.argmax(1)[0], torch.from_numpy(sample.label))
+    assert report["models"][0]["miou"] == pytest.approx(metric.compute().miou, abs=1e-6)
+
+
+def test_eval_refuses_a_model_with_other_classes(tmp_path, models):
+    spec = make_folder_dataset(tmp_path / "data", n=1)
+    result = runner.invoke(app, ["eval", str(models / "seg1"), "--data", spec, "--num-classes", "16"])
+    assert result.exit_code == 2
+    assert "predicts 19 classes but the protocol has 16" in result.output
+
+
+def test_eval_refuses_an_empty_dataset(tmp_path, models):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lbl").mkdir()
+    result = runner.invoke(
+        app, ["eval", str(models / "seg1"), "--data", f"folder:images={tmp_path / 'img'},labels={tmp_path / 'lbl'}"]
+    )
+    assert result.exit_code == 2
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_gives_the_single_process_numbers(tmp_path, models):
+    spec = make_folder_dataset(tmp_path / "data", n=5)
+    common = ["eval", str(models / "seg1"), str(models / "seg2"), "--data", spec, "--ensemble", "--json"]
+    single = subprocess.run([sys.executable, "-m", "segmerge", *common], capture_output=True, text=True, check=True)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    double = subprocess.run([*launcher, "-m", "segmerge", *common], capture_output=True, text=True)
+    assert double.returncode == 0, double.stderr[-2000:]
+    one, two = json.loads(single.stdout), json.loads(double.stdout)
+    for a, b in zip(one["models"], two["models"], strict=True):
+        assert a["miou"] == b["miou"] and a["confusion"] == b["confusion"]
+    assert one["num_images"] == two["num_images"] == 5
+
+
+def test_score_prediction_pngs_against_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt" / "city").mkdir(parents=True)
+    reference = SemanticMetric(19)
+    for i in range(3):
+        gt = rng.integers(0, 19, (20, 30), dtype=np.uint8)
+        gt[0] = 255
+        pred = np.where(rng.random((20, 30)) < 0.7, gt, rng.integers(0, 19, (20, 30))).astype(np.uint8)
+        pred[gt == 255] = 0
+        Image.fromarray(gt).save(tmp_path / "gt" / "city" / f"c_{i}_gtFine_labelTrainIds.png")
+        Image.fromarray(pred).save(tmp_path / "pred" / f"c_{i}_leftImg8bit.png")
+        reference.update(pred.astype(np.int64), gt.astype(np.int64))
+    result = runner.invoke(app, ["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.stdout)
+    assert scores["miou"] == pytest.approx(reference.compute().miou)
+    assert [c["name"] for c in scores["per_class"]][:2] == ["road", "sidewalk"]
+
+
+def test_score_names_mismatched_or_bad_files(tmp_path):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "gt" / "a.png")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "pred" / "b.png")
+    r = runner.invoke(app, ["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")])
+    assert r.exit_code == 2 and "a.png" in r.output
+    Image.fromarray(np.full((4, 4), 40, np.uint8)).save(tmp_path / "pred" / "a.png")
+    (tmp_path / "pred" / "b.png").unlink()
+    r = runner.invoke(app, ["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")])
+    assert r.exit_code == 2 and "a.png: holds class id 40" in r.output
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "pred" / "a.png")
+    r = runner.invoke(app, ["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")])
+    assert r.exit_code == 2 and "(4, 5)" in r.output
+
+
+def test_score_panoptic_files(tmp_path):
+    categories = [{"id": 7, "name": "road", "isthing": 0}, {"id": 26, "name": "car", "isthing": 1}]
+    ids = np.zeros((20, 20), np.int64)
+    ids[:10] = 1
+    ids[12:18, 2:8] = 2
+    ids[12:18, 10:16] = 3
+    segments = [
+        {"id": 1, "category_id": 7, "iscrowd": 0, "area": int((ids == 1).sum())},
+        {"id": 2, "category_id": 26, "iscrowd": 0, "area": int((ids == 2).sum())},
+        {"id": 3, "category_id": 26, "iscrowd": 0, "area": int((ids == 3).sum())},
+    ]
+    for side in ("gt", "pred"):
+        (tmp_path / side).mkdir()
+        Image.fromarray(id2rgb(ids).astype(np.uint8)).save(tmp_path / side / "x.png")
+        doc = {
+            "annotations": [{"image_id": "x", "file_name": "x.png", "segments_info": segments}],
+            "categories": categories,
+        }
+        (tmp_path / f"{side}.json").write_text(json.dumps(doc))
+    args = ["score", "--panoptic", "--gt-json", str(tmp_path / "gt.json"), "--gt-dir", str(tmp_path / "gt"),
+            "--pred-json", str(tmp_path / "pred.json"), "--pred-dir", str(tmp_path / "pred"), "--json"]  # fmt: skip
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    scores = json.loads(r.stdout)
+    assert scores["pq"] == pytest.approx(100.0)
+    for key in ("sq", "rq", "pq_things", "pq_stuff", "per_class"):
+        assert key in scores
