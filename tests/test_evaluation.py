@@ -168,3 +168,61 @@ def test_score_panoptic_files(tmp_path):
     assert scores["pq"] == pytest.approx(100.0)
     for key in ("sq", "rq", "pq_things", "pq_stuff", "per_class"):
         assert key in scores
+
+
+def write_cityscapes_panoptic(root: Path, n: int = 2, size=(64, 128)) -> None:
+    """Cityscapes panoptic ground truth as createPanopticImgs.py writes it (category ids = labelIds)."""
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+
+    categories = [
+        {"id": lab.id, "name": lab.name, "isthing": int(lab.hasInstances)} for lab in cs_labels if not lab.ignoreInEval
+    ]
+    rng = np.random.default_rng(1)
+    road, car = 7, 26
+    annotations, images = [], []
+    for i in range(n):
+        image_id = f"city_{i:06d}_000019"
+        img_dir = root / "leftImg8bit" / "val" / "city"
+        img_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(img_dir / f"{image_id}_leftImg8bit.png")
+        ids = np.full(size, road, np.int64)
+        ids[20:50, 10:40] = car * 1000 + 1
+        ids[20:50, 60:100] = car * 1000 + 2
+        segments = [
+            {"id": int(s), "category_id": int(s) // 1000 or int(s), "iscrowd": 0, "area": int((ids == s).sum())}
+            for s in np.unique(ids)
+        ]
+        png_dir = root / "gtFine" / "cityscapes_panoptic_val"
+        png_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(id2rgb(ids).astype(np.uint8)).save(png_dir / f"{image_id}_gtFine_panoptic.png")
+        images.append({"id": image_id, "file_name": f"{image_id}_leftImg8bit.png"})
+        annotations.append(
+            {"image_id": image_id, "file_name": f"{image_id}_gtFine_panoptic.png", "segments_info": segments}
+        )
+    doc = {"images": images, "annotations": annotations, "categories": categories}
+    (root / "gtFine" / "cityscapes_panoptic_val.json").write_text(json.dumps(doc))
+
+
+def test_eval_panoptic_mask2former(tmp_path):
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    backbone = SwinConfig(
+        embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2], window_size=4, image_size=64,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )  # fmt: skip
+    config = Mask2FormerConfig(
+        backbone_config=backbone, num_labels=19, hidden_dim=32, mask_feature_size=32, feature_size=32,
+        num_queries=10, encoder_layers=1, decoder_layers=2, encoder_feedforward_dim=64, dim_feedforward=64,
+        num_attention_heads=2, use_pretrained_backbone=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path / "m2f")
+    write_cityscapes_panoptic(tmp_path / "cs")
+    out = tmp_path / "report"
+    args = ["eval", str(tmp_path / "m2f"), "--data", f"cityscapes-panoptic:{tmp_path / 'cs'}", "--panoptic", "--json"]
+    r = runner.invoke(app, [*args, "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    row = json.loads(r.stdout)["models"][0]
+    assert {"pq", "sq", "rq", "pq_things", "pq_stuff", "per_class"} <= set(row["panoptic"])
+    assert "miou" in row  # the semantic output is scored too
+    assert (out / "qualitative.png").is_file()

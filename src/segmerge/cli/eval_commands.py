@@ -63,8 +63,11 @@ def evaluate_command(
     limit: Annotated[int | None, typer.Option(help="evaluate the first N images only")] = None,
     qualitative: Annotated[int, typer.Option(help="images in the qualitative grid")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+    panoptic: Annotated[
+        bool, typer.Option("--panoptic", help="also PQ/SQ/RQ of panoptic models (needs cityscapes-panoptic data)")
+    ] = False,
 ) -> None:
-    """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, cost."""
+    """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
     from segmerge.datasets import open_dataset
     from segmerge.evaluation.distributed import init_from_environment
     from segmerge.evaluation.inference import InferenceConfig
@@ -85,7 +88,7 @@ def evaluate_command(
     segmenters = [load_segmenter(m, model_factory, device=device) for m in models]
     class_names = tuple(CITYSCAPES_CLASSES) if num_classes == 19 else tuple(f"class {i}" for i in range(num_classes))
     inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
-    config = EvaluationConfig(num_classes, class_names, 255, subsets, ensemble, qualitative, limit)
+    config = EvaluationConfig(num_classes, class_names, 255, subsets, ensemble, qualitative, limit, panoptic=panoptic)
     result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
     if not group.is_main:
         return

@@ -34,6 +34,8 @@ class EvaluationConfig:
     qualitative: int = 4
     limit: int | None = None
     progress: bool = True
+    #: Also score panoptic outputs (PQ/SQ/RQ) of models that have one, against panoptic ground truth.
+    panoptic: bool = False
 
 
 def evaluate(
@@ -58,6 +60,8 @@ def evaluate(
         n: SemanticMetric(config.num_classes, ignore_index=config.ignore_index, class_names=list(config.class_names))
         for n in rows
     }
+    panoptic_metrics = _panoptic_metrics(segmenters, names, dataset, config)
+    thing_ids = {c["id"] for c in getattr(dataset, "categories", []) if c.get("isthing")}
     timers = {n: Timer() for n in names}
 
     indices = list(range(len(dataset)))
@@ -86,12 +90,20 @@ def evaluate(
         predictions = {n: p.argmax(1)[0] for n, p in probabilities.items()}
         for n, pred in predictions.items():
             metrics[n].update(pred, label)
+        panoptic_maps = {}
+        for name, metric in panoptic_metrics.items():
+            segmenter = segmenters[names.index(name)]
+            pixels = segmenter.normalise(image.to(inference.device))
+            with torch.no_grad():
+                ids, segments = segmenter.panoptic(pixels, tuple(label.shape), thing_ids)
+            truth = sample.panoptic
+            metric.update(truth.ids, truth.segments_info, ids.cpu().numpy(), segments)
+            panoptic_maps[name] = ids.cpu().numpy()
         if group.is_main and len(qualitative) < config.qualitative:
-            qualitative.append(
-                QualitativeSample(
-                    sample.name, sample.image, sample.label, {n: p.numpy() for n, p in predictions.items()}
-                )
-            )
+            if panoptic_maps:
+                panoptic_maps = {"ground truth": sample.panoptic.ids, **panoptic_maps}
+            predicted = {n: p.numpy() for n, p in predictions.items()}
+            qualitative.append(QualitativeSample(sample.name, sample.image, sample.label, predicted, panoptic_maps))
 
     result_rows = []
     for n in rows:
@@ -114,6 +126,7 @@ def evaluate(
                 parameters=params,
                 ms_per_image=ms,
                 semantic=semantic_summary(metric, config.subsets),
+                panoptic=_panoptic_summary(panoptic_metrics.get(n)),
                 confusion=metric_confusion(metric),
                 cost=cost,
             )
@@ -128,6 +141,27 @@ def evaluate(
         protocol=",".join(config.subsets),
         qualitative=qualitative,
     )
+
+
+def _panoptic_metrics(segmenters, names, dataset, config: EvaluationConfig) -> dict:
+    if not config.panoptic:
+        return {}
+    from segmerge.metrics import PanopticMetric
+
+    categories = getattr(dataset, "categories", None)
+    if not categories:
+        raise SegmergeError("--panoptic needs a dataset with panoptic ground truth, e.g. cityscapes-panoptic:ROOT")
+    able = [n for n, s in zip(names, segmenters, strict=True) if s.panoptic is not None]
+    if not able:
+        raise SegmergeError("--panoptic: none of the models has a panoptic output (e.g. a Mask2Former folder)")
+    return {n: PanopticMetric(categories) for n in able}
+
+
+def _panoptic_summary(metric) -> dict | None:
+    if metric is None:
+        return None
+    metric.sync()
+    return metric.compute().as_dict()
 
 
 def semantic_summary(metric, subsets: Sequence[str]) -> dict:

@@ -86,6 +86,8 @@ def _mask2former(path: Path, label: str) -> Segmenter:
             {"id": s["id"], "category_id": s["label_id"], "isthing": s["label_id"] in thing_ids}
             for s in result["segments_info"]
         ]
-        return result["segmentation"].long(), segments
+        ids = result["segmentation"].long()
+        ids[ids < 0] = 0  # transformers marks unassigned pixels -1; COCO panoptic calls them void (0)
+        return ids, segments
 
     return Segmenter(label, model, num_classes, scores, False, mean, std, panoptic=panoptic, source=str(path))
