@@ -35,10 +35,10 @@ def semantic_scores(rng, miou: float) -> dict:
 
 
 def panoptic_scores(rng, pq: float) -> dict:
-    """Fractions (torchmetrics' convention): reports must show them as percentages too."""
-    counts = {"sq": 0.8, "rq": 0.6, "tp": 3, "fp": 1, "fn": 2}
-    per_class = [{"name": n, "pq": float(rng.uniform(0.1, 0.8)), **counts} for n in CLASSES]
-    return {"pq": pq, "sq": 0.78, "rq": 0.6, "pq_things": pq - 0.05, "pq_stuff": pq + 0.04, "per_class": per_class}
+    """Percentages, as segmerge.metrics reports them."""
+    counts = {"sq": 80.0, "rq": 60.0, "tp": 3, "fp": 1, "fn": 2}
+    per_class = [{"name": n, "pq": float(rng.uniform(10, 80)), **counts} for n in CLASSES]
+    return {"pq": pq, "sq": 78.0, "rq": 60.0, "pq_things": pq - 5, "pq_stuff": pq + 4, "per_class": per_class}
 
 
 def confusion(rng) -> np.ndarray:
@@ -162,7 +162,7 @@ def test_panoptic_result_renders(tmp_path):
     rng = np.random.default_rng(1)
     names = ["m2f-a", "m2f-b"]
     rows = [
-        ModelScores(n, "model", 44_000_000, 80.0, panoptic=panoptic_scores(rng, 0.5 + i / 10))
+        ModelScores(n, "model", 44_000_000, 80.0, panoptic=panoptic_scores(rng, 50.0 + 10 * i))
         for i, n in enumerate(names)
     ]
     rows[1].panoptic["pq_stuff"] = math.nan
@@ -176,4 +176,4 @@ def test_panoptic_result_renders(tmp_path):
     assert header[5:10] == ["PQ", "SQ", "RQ", "PQ_th", "PQ_st"] and "mIoU" not in header
     b = split_cells(lines[3])
     assert b[5] == "**60.0**" and b[9] == "-"
-    assert json.loads(written["results.json"].read_text())["models"][0]["panoptic"]["pq"] == 0.5
+    assert json.loads(written["results.json"].read_text())["models"][0]["panoptic"]["pq"] == 50.0

@@ -29,7 +29,6 @@ from segmerge.reports.tables import (
     class_axis,
     number,
     per_class_scores,
-    percent_factor,
     tasks,
 )
 
@@ -76,11 +75,10 @@ def plot_per_class(result: EvaluationResult, path: Path, task: str = SEMANTIC) -
     ax = fig.add_subplot()
     x = np.arange(len(names))
     colors = [_series_color(i) for i in range(len(rows))]
-    factor = percent_factor(result)
     summary_header, summary_key = SUMMARY_COLUMNS[task][0]
     for i, (row, v) in enumerate(zip(rows, values, strict=True)):
         # The legend quotes the row's reported summary (as in the table), not a mean recomputed here.
-        summary = number(getattr(row, task).get(summary_key)) * factor
+        summary = number(getattr(row, task).get(summary_key))
         label = f"{row.name} ({summary_header} {summary:.1f})" if math.isfinite(summary) else row.name
         ax.bar(x - group / 2 + (i + 0.5) * width, np.nan_to_num(v, nan=0.0), width, label=label, color=colors[i])
     ax.set_xticks(x, names, rotation=45, ha="right", rotation_mode="anchor")

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,28 +49,6 @@ def number(value) -> float:
         return math.nan
 
 
-def _score_values(result: EvaluationResult) -> Iterable[float]:
-    for row in result.rows:
-        for task in (SEMANTIC, PANOPTIC):
-            scores = getattr(row, task) or {}
-            for _, key in SUMMARY_COLUMNS[task]:
-                yield number(scores.get(key))
-            yield from (number(v) for v in (scores.get("subsets") or {}).values())
-            yield from (number(e.get(PER_CLASS_KEY[task])) for e in scores.get("per_class") or ())
-
-
-def percent_factor(result: EvaluationResult) -> float:
-    """1 when the result holds percentages (:mod:`segmerge.metrics`' convention), 100 for fractions.
-
-    Reports show percentages; fractions (torchmetrics' convention) are scaled. Deciding once for
-    the whole result, not per value, keeps rows comparable: 0.9% in a percent-valued result is
-    not mistaken for 90%. Only a result whose every score is at most 1% (pixel accuracy
-    included) would be misread, and such a result says nothing either way.
-    """
-    finite = [v for v in _score_values(result) if math.isfinite(v)]
-    return 100.0 if all(abs(v) <= 1.0 for v in finite) else 1.0
-
-
 def class_axis(result: EvaluationResult, task: str) -> list[str]:
     """Class names in display order: the result's, then any extra names the rows report."""
     names = list(result.class_names)
@@ -86,10 +64,9 @@ def per_class_scores(result: EvaluationResult, row: ModelScores, task: str) -> n
     """The row's per-class score (IoU or PQ) in percent, aligned to :func:`class_axis`; NaN if absent."""
     names = class_axis(result, task)
     values = np.full(len(names), math.nan)
-    factor = percent_factor(result)
     for i, entry in enumerate((getattr(row, task) or {}).get("per_class") or ()):
         name = entry.get("name", result.class_names[i] if i < len(result.class_names) else str(i))
-        values[names.index(name)] = number(entry.get(PER_CLASS_KEY[task])) * factor
+        values[names.index(name)] = number(entry.get(PER_CLASS_KEY[task]))
     return values
 
 
@@ -160,7 +137,6 @@ class Column:
 
 def _columns(result: EvaluationResult) -> list[Column]:
     rows = result.rows
-    factor = percent_factor(result)
     columns = [
         Column("model", [r.name for r in rows]),
         Column("kind", [r.kind for r in rows]),
@@ -172,10 +148,10 @@ def _columns(result: EvaluationResult) -> list[Column]:
     for task in tasks(result):
         scores = [getattr(r, task) or {} for r in rows]
         for header, key in SUMMARY_COLUMNS[task]:
-            columns.append(Column(header, [_fixed(number(s.get(key)) * factor) for s in scores], score=True))
+            columns.append(Column(header, [_fixed(number(s.get(key))) for s in scores], score=True))
         if task == SEMANTIC:
             for name, header in subset_headers(subset_names(result)).items():
-                cells = [_fixed(number((s.get("subsets") or {}).get(name)) * factor) for s in scores]
+                cells = [_fixed(number((s.get("subsets") or {}).get(name))) for s in scores]
                 columns.append(Column(header, cells, score=True))
         per_class = [per_class_scores(result, r, task) for r in rows]
         prefix = "PQ " if both and task == PANOPTIC else ""
