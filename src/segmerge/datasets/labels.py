@@ -14,14 +14,9 @@ absent from a table map to 255, as in the reference conversion scripts (DAFormer
 from __future__ import annotations
 
 import numpy as np
+from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
 
-try:
-    from cityscapesscripts.helpers.labels import labels as _CITYSCAPES_LABELS
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "segmerge.datasets needs the official Cityscapes label table from the 'cityscapesscripts' package: "
-        "pip install cityscapesscripts"
-    ) from exc
+from segmerge.metrics.protocols import CITYSCAPES_CLASSES
 
 IGNORE_INDEX = 255
 NUM_CLASSES = 19
@@ -30,8 +25,7 @@ _LUT_SIZE = 1 << 16
 _EVALUATED = sorted((lab for lab in _CITYSCAPES_LABELS if not lab.ignoreInEval), key=lambda lab: lab.trainId)
 assert [lab.trainId for lab in _EVALUATED] == list(range(NUM_CLASSES)), "unexpected Cityscapes label table"
 
-CITYSCAPES_CLASSES: tuple[str, ...] = tuple(lab.name for lab in _EVALUATED)
-"""The 19 class names, indexed by trainId ('road', 'sidewalk', ..., 'bicycle')."""
+assert tuple(lab.name for lab in _EVALUATED) == CITYSCAPES_CLASSES, "unexpected Cityscapes label table"
 
 CITYSCAPES_PALETTE: np.ndarray = np.array([lab.color for lab in _EVALUATED], dtype=np.uint8)
 """[19, 3] uint8 RGB colours of the official table, indexed by trainId."""

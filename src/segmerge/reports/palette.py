@@ -10,28 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from segmerge.datasets.labels import CITYSCAPES_PALETTE as _OFFICIAL_PALETTE
+
 IGNORE_INDEX = 255
 
-#: Cityscapes colours by trainId, as in ``cityscapesscripts.helpers.labels``. Used only when that
-#: (development) package is not installed, so a plain install still draws the same colours.
-_CITYSCAPES_FALLBACK = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
-)  # fmt: skip
-
-
-def _cityscapes_palette() -> np.ndarray:
-    try:
-        from cityscapesscripts.helpers.labels import trainId2label
-    except ImportError:  # cityscapesscripts is a dev dependency; the colours are fixed by the dataset
-        return np.array(_CITYSCAPES_FALLBACK, dtype=np.uint8)
-    return np.array([trainId2label[i].color for i in range(len(_CITYSCAPES_FALLBACK))], dtype=np.uint8)
-
-
-#: 19 x 3 uint8: row ``i`` is the colour of trainId ``i``.
-CITYSCAPES_PALETTE = _cityscapes_palette()
+#: 19 x 3 uint8: row ``i`` is the colour of trainId ``i`` (the official label table).
+CITYSCAPES_PALETTE = _OFFICIAL_PALETTE
 
 
 def hash_colors(ids: np.ndarray) -> np.ndarray:
