@@ -39,4 +39,4 @@ def user_errors(func: Callable) -> Callable:
 
 
 # Registration: importing the modules adds their commands to ``app``.
-from segmerge.cli import demo_command, eval_commands, merge_commands  # noqa: E402,F401
+from segmerge.cli import data_command, demo_command, eval_commands, merge_commands  # noqa: E402,F401
