@@ -257,11 +257,12 @@ def test_shards_cover_every_sample_once():
     assert data.shard(2, 3)[1].name == data[5].name
 
 
-def test_open_dataset_spec():
-    from segmerge.datasets import open_dataset
-
-    data = open_dataset("synthetic:appearance-b,n=4,seed=2", split="test")
+def test_dataset_spec():
+    data = SyntheticDataset.from_spec("appearance-b,n=4,seed=2", split="test")
     assert len(data) == 4 and data.seed == 2 and data[0].name == "appearance-b/test/000000"
+    assert len(SyntheticDataset.from_spec("target", split="val")) == 500
+    with pytest.raises(SegmergeError, match="n=INT"):
+        SyntheticDataset.from_spec("target,size=3", split="val")
 
 
 # ----------------------------------------------------------------------------- writer

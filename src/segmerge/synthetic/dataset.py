@@ -6,13 +6,16 @@ evaluation, sharding and ``torchrun`` splitting work unchanged. Splits draw from
 ranges of scene indices (train from 0, val from 10^7, test from 2 x 10^7), so a model can
 never be scored on a scene it was trained on, whatever ``n`` is (up to 10^7 per split).
 
-Registered as the ``synthetic`` dataset kind once this module is imported:
-``synthetic:target`` or ``synthetic:appearance-a,n=500,seed=3``.
+``SyntheticDataset.from_spec`` parses the CLI form ``DOMAIN[,n=N][,seed=S]``
+(``target`` or ``appearance-a,n=500,seed=3``); the class is not registered as a dataset
+kind by importing this module (that would change the kinds every reader test sees):
+``segmerge.datasets.register("synthetic")(SyntheticDataset)`` makes ``synthetic:...``
+specs work.
 """
 
 from __future__ import annotations
 
-from segmerge.datasets.base import PanopticLabel, Sample, SegmentationDataset, register
+from segmerge.datasets.base import PanopticLabel, Sample, SegmentationDataset
 from segmerge.errors import SegmergeError
 from segmerge.synthetic.domains import Domain, get_domain
 from segmerge.synthetic.scenes import render
@@ -33,11 +36,12 @@ DEFAULT_SIZES: dict[str, int] = {"train": 2000, "val": 500, "test": 500}
 """Sizes ``synthetic:DOMAIN`` specs get when they give no ``n``."""
 
 
-@register("synthetic")
 class SyntheticDataset(SegmentationDataset):
     """``n`` scenes of ``domain`` for ``seed`` in ``split``; sample ``i`` is scene
     ``SPLIT_OFFSETS[split] + i``. Samples carry the panoptic ground truth too
     (``sample.panoptic``: ids and segments_info, category ids being trainIds)."""
+
+    kind = "synthetic"
 
     def __init__(self, domain: Domain | str, n: int, seed: int = 0, split: str = "train") -> None:
         self.domain = get_domain(domain)

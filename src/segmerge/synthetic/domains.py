@@ -446,7 +446,7 @@ TARGET_FREQUENCIES: dict[str, float] = {
     "traffic sign": 1.5,
     "traffic light": 0.8,
     "vegetation": 2.5,
-    "terrain": 0.8,
+    "terrain": 1.2,
     "wall": 0.5,
     "fence": 0.6,
     "building": 0.75,
@@ -487,7 +487,7 @@ APPEARANCE_A = Domain(
     description="GTA5-like: saturated, warm, sharp, high contrast, low camera, big objects, many cars and trees",
     looks=_recoloured(
         TARGET_LOOKS,
-        road=_look([(70, 68, 70), (82, 78, 76), (62, 62, 66)], 6, 11, 0.8),
+        road=_look([(70, 68, 70), (82, 78, 76), (62, 62, 66)], 6, 8, 0.8),
         sidewalk=_look([(168, 150, 132), (150, 140, 128)], 8, 8, 0.6, 12, 1.0),
         building=_look(
             [(176, 140, 106), (150, 120, 96), (200, 180, 150), (120, 96, 84), (170, 160, 150)], 16, 8, 0.4, 6, 3.4
@@ -511,7 +511,7 @@ APPEARANCE_A = Domain(
         "traffic sign": 1.0,
         "traffic light": 1.0,
         "vegetation": 3.5,
-        "terrain": 1.5,
+        "terrain": 2.0,
         "wall": 0.8,
         "fence": 0.8,
         "building": 0.6,

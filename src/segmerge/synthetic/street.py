@@ -89,13 +89,13 @@ def choose(rng: np.random.Generator, options: tuple, weights: tuple[float, ...])
 def sample_street(domain: Domain, rng: np.random.Generator) -> Street:
     """Draw a camera pose and street cross-section from the domain's ranges."""
     width, height = domain.width, domain.height
-    lanes = choose(rng, (1, 2, 3, 4), (0.1, 0.45, 0.3, 0.15))
+    lanes = choose(rng, (1, 2, 3, 4), (0.05, 0.4, 0.35, 0.2))
     lane = rng.uniform(2.8, 3.5)
     ego = int(rng.integers(lanes))
     road_l = -(ego + 0.5) * lane + rng.uniform(-0.4, 0.4)
     road_r = road_l + lanes * lane
-    walk_l, walk_r = road_l - rng.uniform(1.8, 4.5), road_r + rng.uniform(1.8, 4.5)
-    verge_l, verge_r = (rng.uniform(0.5, 4.0) if rng.random() < 0.7 else 0.0 for _ in range(2))
+    walk_l, walk_r = road_l - rng.uniform(1.5, 3.5), road_r + rng.uniform(1.5, 3.5)
+    verge_l, verge_r = (rng.uniform(1.0, 5.0) if rng.random() < 0.7 else 0.0 for _ in range(2))
     end = choose(rng, ("buildings", "trees", "open"), (0.55, 0.2, 0.25))
     return Street(
         height=height,
@@ -160,14 +160,17 @@ def draw_skyline(cv: Canvas, st: Street, domain: Domain, rng: np.random.Generato
     )
 
 
-def terrain_patches(domain: Domain, st: Street, rng: np.random.Generator) -> list[tuple[int, float, float]]:
-    """Grass verges as (side -1/+1, z from, z to); none where the domain lacks terrain."""
+def terrain_patches(domain: Domain, st: Street, rng: np.random.Generator) -> list[tuple[int, float, float, float]]:
+    """Grass as (side -1/+1, z from, z to, width): a lawn strip along the kerb (width > 0
+    metres, taking that much of the sidewalk) or the whole verge behind the sidewalk
+    (width 0). None where the domain lacks terrain."""
     if not domain.draws("terrain"):
         return []
     patches = []
     for _ in range(rng.poisson(domain.frequencies["terrain"])):
-        z0 = rng.uniform(1.0, 60.0)
-        patches.append((coin_side(rng), z0, z0 + rng.uniform(6.0, 40.0)))
+        z0 = rng.uniform(1.0, 50.0)
+        width = rng.uniform(0.8, 2.0) if rng.random() < 0.5 else 0.0
+        patches.append((coin_side(rng), z0, z0 + rng.uniform(10.0, 50.0), width))
     return patches
 
 
@@ -186,9 +189,12 @@ def draw_ground(cv: Canvas, st: Street, domain: Domain, rng: np.random.Generator
     road = cv.new_region(TRAIN_ID["road"])
     walks = {-1: cv.new_region(TRAIN_ID[paved]), 1: cv.new_region(TRAIN_ID[paved])}
     region = np.where(X < st.road_l, walks[-1], np.where(X > st.road_r, walks[1], road)).astype(np.int32)
-    for side, z0, z1 in terrain_patches(domain, st, rng):
-        verge = (X < st.walk_l) if side < 0 else (X > st.walk_r)
-        region[verge & (z >= z0) & (z < z1)] = cv.new_region(TRAIN_ID[grass])
+    for side, z0, z1, width in terrain_patches(domain, st, rng):
+        if width > 0:
+            strip = (X < st.road_l) & (X > st.road_l - width) if side < 0 else (X > st.road_r) & (X < st.road_r + width)
+        else:
+            strip = (X < st.walk_l) if side < 0 else (X > st.walk_r)
+        region[strip & (z >= z0) & (z < z1)] = cv.new_region(TRAIN_ID[grass])
     on_road = region == road
     part = np.where(on_road & _markings(st, X, z, rng), MARKING, NO_PART).astype(np.uint8)
     box = Box(r0, cv.height, 0, cv.width)
