@@ -465,7 +465,7 @@ def test_shard_arguments_are_checked(tmp_path: Path):
 
 
 def test_open_dataset_spec(cityscapes_root: Path):
-    assert dataset_kinds() == ["cityscapes", "cityscapes-panoptic", "folder", "gta5", "synthia"]
+    assert dataset_kinds() == ["cityscapes", "cityscapes-panoptic", "folder", "gta5", "synthetic", "synthia"]
     ds = open_dataset(f"cityscapes:{cityscapes_root}", split="train")
     assert isinstance(ds, CityscapesDataset) and len(ds) == 1
     with pytest.raises(

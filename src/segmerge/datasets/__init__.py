@@ -33,6 +33,10 @@ from segmerge.datasets.labels import (
 )
 from segmerge.datasets.synthia import SynthiaDataset
 from segmerge.errors import SegmergeError
+from segmerge.synthetic.dataset import SyntheticDataset
+
+# The built-in benchmark's procedural domains: ``synthetic:DOMAIN[,n=N][,seed=S]``.
+register("synthetic")(SyntheticDataset)
 
 __all__ = [
     "CITYSCAPES_CLASSES",

@@ -16,6 +16,7 @@ specs work.
 from __future__ import annotations
 
 from segmerge.datasets.base import PanopticLabel, Sample, SegmentationDataset
+from segmerge.datasets.labels import CITYSCAPES_PANOPTIC_CATEGORIES
 from segmerge.errors import SegmergeError
 from segmerge.synthetic.domains import Domain, get_domain
 from segmerge.synthetic.scenes import render
@@ -40,6 +41,9 @@ class SyntheticDataset(SegmentationDataset):
     """``n`` scenes of ``domain`` for ``seed`` in ``split``; sample ``i`` is scene
     ``SPLIT_OFFSETS[split] + i``. Samples carry the panoptic ground truth too
     (``sample.panoptic``: ids and segments_info, category ids being trainIds)."""
+
+    #: Segments carry Cityscapes trainIds as category ids, as the Cityscapes panoptic reader's do.
+    categories = CITYSCAPES_PANOPTIC_CATEGORIES
 
     kind = "synthetic"
 
