@@ -33,10 +33,6 @@ from segmerge.datasets.labels import (
 )
 from segmerge.datasets.synthia import SynthiaDataset
 from segmerge.errors import SegmergeError
-from segmerge.synthetic.dataset import SyntheticDataset
-
-# The built-in benchmark's procedural domains: ``synthetic:DOMAIN[,n=N][,seed=S]``.
-register("synthetic")(SyntheticDataset)
 
 __all__ = [
     "CITYSCAPES_CLASSES",
@@ -80,3 +76,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
             f"valid kinds: {', '.join(dataset_kinds())}"
         )
     return dataset_class(kind).from_spec(argument, split)
+
+# Last, with a plain import (safe while that module is itself mid-import, as when it is imported
+# first): the built-in benchmark's procedural domains register as ``synthetic:DOMAIN[,n=N][,seed=S]``.
+import segmerge.synthetic.dataset  # noqa: E402,F401

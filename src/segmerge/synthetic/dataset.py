@@ -15,7 +15,7 @@ specs work.
 
 from __future__ import annotations
 
-from segmerge.datasets.base import PanopticLabel, Sample, SegmentationDataset
+from segmerge.datasets.base import PanopticLabel, Sample, SegmentationDataset, register
 from segmerge.datasets.labels import CITYSCAPES_PANOPTIC_CATEGORIES
 from segmerge.errors import SegmergeError
 from segmerge.synthetic.domains import Domain, get_domain
@@ -37,6 +37,7 @@ DEFAULT_SIZES: dict[str, int] = {"train": 2000, "val": 500, "test": 500}
 """Sizes ``synthetic:DOMAIN`` specs get when they give no ``n``."""
 
 
+@register("synthetic")
 class SyntheticDataset(SegmentationDataset):
     """``n`` scenes of ``domain`` for ``seed`` in ``split``; sample ``i`` is scene
     ``SPLIT_OFFSETS[split] + i``. Samples carry the panoptic ground truth too
