@@ -38,5 +38,7 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-# Registration: importing the modules adds their commands to ``app``.
-from segmerge.cli import data_command, demo_command, eval_commands, merge_commands  # noqa: E402,F401
+# Registration: importing the modules adds their commands to ``app``, in this order in --help.
+from segmerge.cli import merge_commands  # noqa: E402,F401,I001
+from segmerge.cli import eval_commands  # noqa: E402,F401
+from segmerge.cli import data_command, demo_command  # noqa: E402,F401
