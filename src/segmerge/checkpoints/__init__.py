@@ -30,7 +30,7 @@ from segmerge.checkpoints.provenance import (
     as_safetensors_metadata,
     from_safetensors_metadata,
 )
-from segmerge.checkpoints.pth import PthSource, Unwrapped, read_pth_provenance, write_pth
+from segmerge.checkpoints.pth import PthSource, Unwrapped, gather, read_pth_provenance, write_pth
 from segmerge.checkpoints.safetensors_file import (
     SafetensorsSource,
     ShardedSafetensorsSource,
@@ -165,7 +165,7 @@ def write_checkpoint(
                 lambda: as_metadata(provenance.final()),
             )
         else:
-            state = dict(tensors)  # merged first, so input hashing overlaps the merge
+            state = gather(tensors)  # merged first, so input hashing overlaps the merge
             write_pth(tmp, state.items(), template.pth_content if template else None, provenance.final())
     return path
 

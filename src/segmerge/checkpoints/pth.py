@@ -81,6 +81,7 @@ class PthSource:
         obj, self._mapped = _load(self.path, trust_pickle)
         self.content = unwrap(obj, self.path)
         self._metas = {k: TensorMeta.of(v) for k, v in self.content.tensors.items()}
+        self._bounds = _mapped_bounds(self.content.tensors.values()) if self._mapped else None
 
     def metas(self) -> dict[str, TensorMeta]:
         return self._metas
@@ -89,8 +90,14 @@ class PthSource:
         tensor = self.content.tensors[key]
         copy = tensor.clone()
         if self._mapped:
-            release_pages(tensor)
+            release_pages(tensor, FAULT_AROUND, self._bounds)
         return copy
+
+
+def _mapped_bounds(tensors) -> tuple[int, int] | None:
+    """The address range the file's tensors span inside its memory map."""
+    spans = [(s.data_ptr(), s.data_ptr() + s.nbytes()) for s in (t.untyped_storage() for t in tensors) if s.nbytes()]
+    return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
 
 
 def _load(path: Path, trust_pickle: bool):
@@ -110,12 +117,19 @@ _PAGE = mmap_module.PAGESIZE
 _MADV_DONTNEED = 4
 
 
-def release_pages(tensor: torch.Tensor) -> None:
+#: Linux maps up to this much around a faulting file page ("fault-around", 64 KiB by default).
+FAULT_AROUND = 64 * 1024
+
+
+def release_pages(tensor: torch.Tensor, margin: int = 0, bounds: tuple[int, int] | None = None) -> None:
     """Tell the kernel we are done with a memory-mapped tensor's pages.
 
     Mapped file pages count in a process's resident memory until it unmaps them; this
     drops them (they would be read again from the file if touched), so memory stays at
-    one tensor per input instead of growing to whole models.
+    one tensor per input instead of growing to whole models. ``margin`` bytes either side
+    (kept within ``bounds``, the mapped tensors' extent) go too: reading a tensor's first
+    pages maps its neighbours' nearby pages as well (fault-around), and without the margin
+    those stayed mapped, about 12 MB per DAFormer MiT-B5 input.
     """
     if _libc is None:
         return
@@ -124,9 +138,42 @@ def release_pages(tensor: torch.Tensor) -> None:
     length = storage.nbytes()
     if not start or not length:
         return
+    end = start + length
+    if margin and bounds is not None:
+        start, end = max(start - margin, bounds[0]), min(end + margin, bounds[1])
     aligned = start - start % _PAGE
-    span = length + (start - aligned)
-    _libc.madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(span), _MADV_DONTNEED)
+    _libc.madvise(ctypes.c_void_p(aligned), ctypes.c_size_t(end - aligned), _MADV_DONTNEED)
+
+
+#: While a .pth output is gathered, free heap pages go back to the system every this many bytes.
+TRIM_EVERY = 16 << 20
+
+
+def gather(tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The merged tensors of a ``.pth`` output as a dict, without the heap growing past them.
+
+    The output is held whole for ``torch.save``, each merged tensor kept between the
+    freed buffers of its key's inputs. glibc carves small allocations out of those freed
+    chunks, so the next key's (same-sized) inputs no longer fit there and the heap grows
+    instead: on a DAFormer MiT-B5 merge it held 1.5x the output. ``malloc_trim`` hands the
+    free pages inside the heap back to the kernel, so memory stays near the output's size.
+    """
+    state: dict[str, torch.Tensor] = {}
+    pending = 0
+    for key, tensor in tensors:
+        state[key] = tensor
+        pending += tensor.numel() * tensor.element_size()
+        if pending >= TRIM_EVERY:
+            trim_heap()
+            pending = 0
+    return state
+
+
+def trim_heap() -> None:
+    """Return the free pages of the malloc heap to the kernel (glibc only; else nothing)."""
+    trim = getattr(_libc, "malloc_trim", None) if _libc is not None else None
+    if trim is not None:
+        trim(0)
 
 
 def write_pth(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class SafetensorsSource:
         self.path = Path(path)
         self.label = label or str(path)
         self._metas, self._offsets, self.metadata = _read_header(self.path)
+        self._handle = None
 
     def metas(self) -> dict[str, TensorMeta]:
         return self._metas
@@ -53,14 +55,35 @@ class SafetensorsSource:
     def get(self, key: str) -> torch.Tensor:
         meta = self._metas[key]
         start, end = self._offsets[key]
-        buf = bytearray(end - start)
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            if f.readinto(buf) != len(buf):
+        tensor = torch.empty(meta.shape, dtype=meta.dtype)  # read straight into it: no zero-filled buffer
+        if end > start:
+            target = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+            if len(target) != end - start:
+                raise CheckpointError(
+                    f"{self.path}: tensor {key!r} spans {end - start} bytes in the header, but its shape "
+                    f"{list(meta.shape)} and dtype need {len(target)}"
+                )
+            if _read_at(self._file(), target, start) != len(target):
                 raise CheckpointError(f"{self.path}: tensor {key!r} is cut short; the file is truncated")
-        if not buf:
-            return torch.empty(meta.shape, dtype=meta.dtype)
-        return torch.frombuffer(buf, dtype=torch.uint8).view(meta.dtype).reshape(meta.shape)
+        return tensor
+
+    def _file(self):
+        """The file, opened on first read and kept open (closed with the source)."""
+        if self._handle is None:
+            self._handle = open(self.path, "rb", buffering=0)
+            weakref.finalize(self, self._handle.close)
+        return self._handle
+
+
+def _read_at(f, target: memoryview, offset: int) -> int:
+    f.seek(offset)
+    done = 0
+    while done < len(target):
+        n = f.readinto(target[done:])
+        if not n:
+            break
+        done += n
+    return done
 
 
 class ShardedSafetensorsSource:

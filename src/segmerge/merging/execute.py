@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -22,18 +24,50 @@ def execute(
     """Yield ``(key, merged tensor)`` in the anchor's order; memory holds one key's inputs."""
     anchor = sources[plan.anchor]
     for key_plan in plan.keys:
-        if key_plan.action != Action.MERGED:
-            yield key_plan.key, anchor.get(key_plan.key)
-            continue
-        tensors = [_finite(sources[i], k) for i, k in key_plan.sources]
-        out_dtype = tensors[0].dtype
-        leaf = leaf_of(key_plan.key)
-        if leaf in (BN_MEAN, BN_VAR):
-            merged = merge_norm_statistic(key_plan, sources, tensors)
-        else:
-            base_tensor = _finite(base, key_plan.key) if method.needs_base else None
-            merged = method.combine(tensors, key_plan.weights, base_tensor, key_plan.key)
-        yield key_plan.key, merged.to(out_dtype)
+        with single_threaded():
+            if key_plan.action != Action.MERGED:
+                tensor = anchor.get(key_plan.key)
+            else:
+                tensor = merge_key(key_plan, sources, method, base)
+        yield key_plan.key, tensor
+        del tensor
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run torch's intra-op work on one thread for the duration (restored after).
+
+    A key's work is a few memory-bound passes over tensors of at most a few MB: a second
+    thread gains little, while the input hashing thread (and anything else running) already
+    wants the other cores; oversubscribed, every parallel region waits for a descheduled
+    worker, and on a busy 2-core machine a merge took 3-5x longer with torch's default threads.
+    Per-element results do not depend on the thread count, so outputs are unchanged.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def merge_key(
+    key_plan: KeyPlan, sources: Sequence[TensorSource], method: MergeMethod, base: TensorSource | None
+) -> torch.Tensor:
+    """One key's merged tensor. Its inputs are freed on return, before the next key is read,
+    so memory holds one key's inputs, not two."""
+    tensors = [_finite(sources[i], k) for i, k in key_plan.sources]
+    out_dtype = tensors[0].dtype
+    leaf = leaf_of(key_plan.key)
+    if leaf in (BN_MEAN, BN_VAR):
+        merged = merge_norm_statistic(key_plan, sources, tensors)
+    else:
+        base_tensor = _finite(base, key_plan.key) if method.needs_base else None
+        merged = method.combine(tensors, key_plan.weights, base_tensor, key_plan.key)
+    return merged.to(out_dtype)
 
 
 def merge_state_dicts(plan, sources, method, base=None) -> dict[str, torch.Tensor]:
@@ -72,9 +106,26 @@ def moment_matched_variance(
     return out
 
 
+_SUMMABLE = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN/Inf, in one pass for float tensors.
+
+    A NaN or Inf anywhere makes the sum non-finite, so a finite sum proves the tensor
+    finite (one reduction, no temporary, ~10x cheaper than ``isfinite().all()``). A
+    non-finite sum (a NaN/Inf, or finite values that overflowed) gets the exact check.
+    """
+    if tensor.dtype in _SUMMABLE and tensor.numel():
+        accumulate = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        if math.isfinite(float(tensor.sum(dtype=accumulate))):
+            return True
+    return bool(torch.isfinite(tensor).all())
+
+
 def _finite(source: TensorSource, key: str) -> torch.Tensor:
     tensor = source.get(key)
-    if not torch.isfinite(tensor).all():
+    if not all_finite(tensor):
         bad = int((~torch.isfinite(tensor)).sum())
         raise MergeError(
             f"{source.label}: tensor {key!r} holds {bad} NaN/Inf values; a merge would spread them. "
