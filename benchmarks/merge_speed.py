@@ -270,7 +270,11 @@ def child(argv: list[str]) -> None:
     if case.startswith("segmerge"):
         import segmerge
 
-        method = case.split(":", 1)[1]
+        _, method, *flags = case.split(":")
+        if "nohash" in flags:  # diagnostic: what the input hashing (provenance) costs
+            from segmerge.checkpoints import provenance
+
+            provenance.sha256_of = lambda path: "0" * 64
         t0 = time.perf_counter()
         segmerge.merge(inputs, output=out, overwrite=True, method=method)
         seconds = time.perf_counter() - t0
@@ -585,6 +589,7 @@ def report(results: dict, info: dict, ckpt_bytes: int, n_many: int, args, mergek
             ("segmerge layerwise (API)", f"segmerge:layerwise/{fmt}/3", seg_base, 3),
             ("segmerge linear (API)", f"segmerge:linear/{fmt}/3", seg_base, 3),
             ("segmerge merge (CLI, layerwise)", f"cli/{fmt}/3", seg_base, 3),
+            ("segmerge layerwise, input hashing off (diagnostic)", f"segmerge:layerwise:nohash/{fmt}/3", seg_base, 3),
             ("I/O floor (read all, write anchor)", f"floor/{fmt}/3", plain_base, 3),
             ("naive (load whole, average, save)", f"naive/{fmt}/3", plain_base, 3),
             (f"segmerge layerwise (API), {n_many} inputs", f"segmerge:layerwise/{fmt}/{n_many}", seg_base, n_many),
@@ -712,7 +717,7 @@ def main() -> None:
         inputs = [str(x) for x in model_paths(workdir, 3, fmt)]
         out = out_dir / f"merged.{ext}"
         print(f"{fmt}, 3 inputs ...", flush=True)
-        for method in ("layerwise", "linear"):
+        for method in ("layerwise", "linear", "layerwise:nohash"):
             runner.measure(f"segmerge:{method}/{fmt}/3", [*me, f"segmerge:{method}", fmt, str(out), *inputs], [out])
         runner.measure(f"cli/{fmt}/3", [*cli_cmd, "merge", *inputs, "-o", str(out), "--overwrite"], [out])
         runner.measure(f"floor/{fmt}/3", [*me, "floor", fmt, str(out), *inputs], [out])

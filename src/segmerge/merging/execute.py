@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
@@ -12,7 +12,7 @@ from segmerge.errors import MergeError
 from segmerge.merging.keys import BN_MEAN, BN_VAR, leaf_of, sibling
 from segmerge.merging.methods.base import MergeMethod, weighted_sum
 from segmerge.merging.plan import Action, KeyPlan, MergePlan
-from segmerge.merging.sources import TensorSource
+from segmerge.merging.sources import TensorMeta, TensorSource
 
 
 def execute(
@@ -23,12 +23,13 @@ def execute(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(key, merged tensor)`` in the anchor's order; memory holds one key's inputs."""
     anchor = sources[plan.anchor]
+    metas = [s.metas() for s in sources]
     for key_plan in plan.keys:
         with single_threaded():
             if key_plan.action != Action.MERGED:
                 tensor = anchor.get(key_plan.key)
             else:
-                tensor = merge_key(key_plan, sources, method, base)
+                tensor = merge_key(key_plan, sources, method, base, metas)
         yield key_plan.key, tensor
         del tensor
 
@@ -55,10 +56,16 @@ def single_threaded() -> Iterator[None]:
 
 
 def merge_key(
-    key_plan: KeyPlan, sources: Sequence[TensorSource], method: MergeMethod, base: TensorSource | None
+    key_plan: KeyPlan,
+    sources: Sequence[TensorSource],
+    method: MergeMethod,
+    base: TensorSource | None,
+    metas: Sequence[Mapping[str, TensorMeta]] | None = None,
 ) -> torch.Tensor:
     """One key's merged tensor. Its inputs are freed on return, before the next key is read,
     so memory holds one key's inputs, not two."""
+    if type(method).combine is MergeMethod.combine and leaf_of(key_plan.key) not in (BN_MEAN, BN_VAR):
+        return streamed_weighted_sum(key_plan, sources, metas or [s.metas() for s in sources])
     tensors = [_finite(sources[i], k) for i, k in key_plan.sources]
     out_dtype = tensors[0].dtype
     leaf = leaf_of(key_plan.key)
@@ -68,6 +75,28 @@ def merge_key(
         base_tensor = _finite(base, key_plan.key) if method.needs_base else None
         merged = method.combine(tensors, key_plan.weights, base_tensor, key_plan.key)
     return merged.to(out_dtype)
+
+
+def streamed_weighted_sum(
+    key_plan: KeyPlan, sources: Sequence[TensorSource], metas: Sequence[Mapping[str, TensorMeta]]
+) -> torch.Tensor:
+    """``weighted_sum`` of the key's inputs (the default ``combine``), reading one input at a time.
+
+    The same operations in the same order (float32 accumulator, float64 if any input is;
+    each input checked, converted and added in turn; cast to the first input's dtype), so the
+    same bits, but memory holds one input of the key instead of all of them: with ten
+    inputs, ten copies of the largest tensor fewer at the peak.
+    """
+    dtypes = [metas[i][k].dtype for i, k in key_plan.sources]
+    accumulate = torch.float64 if torch.float64 in dtypes else torch.float32
+    out = None
+    for (i, k), weight in zip(key_plan.sources, key_plan.weights, strict=True):
+        tensor = _finite(sources[i], k)
+        if out is None:
+            out = torch.zeros(tensor.shape, dtype=accumulate)
+        out.add_(tensor.to(accumulate), alpha=weight)
+        del tensor
+    return out.to(dtypes[0])
 
 
 def merge_state_dicts(plan, sources, method, base=None) -> dict[str, torch.Tensor]:
