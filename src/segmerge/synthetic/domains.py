@@ -66,28 +66,9 @@ from pathlib import Path
 from typing import Any
 
 from segmerge.errors import SegmergeError
+from segmerge.metrics.protocols import CITYSCAPES_CLASSES
 
-TRAIN_ID_NAMES: tuple[str, ...] = (
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-)
+TRAIN_ID_NAMES: tuple[str, ...] = CITYSCAPES_CLASSES
 """The 19 Cityscapes classes in trainId order (road = 0 ... bicycle = 18)."""
 
 TRAIN_ID: dict[str, int] = {name: i for i, name in enumerate(TRAIN_ID_NAMES)}
