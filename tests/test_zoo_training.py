@@ -1,0 +1,226 @@
+"""The benchmark's model zoo (SegFormer, DAFormer-style) and its training loops.
+
+What the merging benchmark relies on: both architectures predict at stride 4 from one
+MiT encoder; their checkpoints carry the names users' files carry (a Hugging Face folder,
+an mmseg-style .pth) so merging them needs exactly the documented rename; a DAFormer .pth
+evaluates without user code; every training loop learns and is reproducible for a seed,
+and self-training never reads target labels.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import segmerge
+from segmerge.errors import SegmergeError
+from segmerge.segmenters import load_segmenter
+from segmerge.training import (
+    SharedStart,
+    TrainConfig,
+    TrainingData,
+    pretrain,
+    train_source_only,
+    train_target_oracle,
+    train_uda,
+)
+from segmerge.training.classmix import class_mix
+from segmerge.training.teacher import EMATeacher
+from segmerge.zoo.daformer import build_daformer, load_daformer
+from segmerge.zoo.models import build_model, encoder_of, load_model, save_model, segment
+from segmerge.zoo.segformer import build_segformer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RENAME = {1: [(r"^backbone\.", "segformer.encoder.")]}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """One SegFormer folder and one DAFormer .pth that share an encoder (the DAFormer's)."""
+    folder = tmp_path_factory.mktemp("zoo")
+    daformer = build_daformer(seed=1).eval()
+    segformer = build_segformer(seed=2).eval()
+    encoder_of(segformer).load_state_dict(encoder_of(daformer).state_dict())
+    return {
+        "segformer": save_model(segformer, folder / "segformer"),
+        "daformer": save_model(daformer, folder / "daformer.pth"),
+        "daformer_model": daformer,
+    }
+
+
+def _scene_data(n: int, domain: str = "target", labelled: bool = True) -> TrainingData:
+    """A few tiny scenes: random blocks of colour, each colour one class (learnable in a few steps)."""
+    generator = torch.Generator().manual_seed(sum(domain.encode()))
+    palette = torch.randint(0, 256, (19, 3), generator=generator, dtype=torch.uint8)
+    coarse = torch.randint(0, 6, (n, 4, 8), generator=generator)
+    labels = coarse.repeat_interleave(8, 1).repeat_interleave(8, 2)
+    labels[:, -4:] = 255  # an ignored strip, as the ego vehicle's bonnet
+    images = palette[labels.clamp(max=18)]
+    return TrainingData(images, labels.to(torch.uint8) if labelled else None, domain)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("architecture", ["segformer", "daformer"])
+def test_both_architectures_predict_at_stride_4(architecture):
+    model = build_model(architecture, num_classes=7, seed=0).eval()
+    with torch.no_grad():
+        logits = segment(model, torch.randn(2, 3, 64, 96))
+    assert logits.shape == (2, 7, 16, 24)
+
+
+def test_same_seed_same_network_and_encoders_are_interchangeable():
+    assert _same_weights(build_daformer(seed=3), build_daformer(seed=3))
+    assert not _same_weights(build_daformer(seed=3), build_daformer(seed=4))
+    a, b = encoder_of(build_segformer(seed=0)), encoder_of(build_daformer(seed=0))
+    assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+
+def test_checkpoints_carry_the_names_users_files_carry(saved):
+    hf_keys = list(load_file(saved["segformer"] / "model.safetensors"))
+    assert all(k.startswith(("segformer.encoder.", "decode_head.")) for k in hf_keys)
+    content = torch.load(saved["daformer"], map_location="cpu", weights_only=True)
+    assert set(content) == {"state_dict", "meta"}
+    keys = list(content["state_dict"])
+    assert all(k.startswith(("backbone.", "decode_head.")) for k in keys)
+    # encoder first, in forward order (stage by stage), then the head
+    assert keys[0] == "backbone.patch_embeddings.0.proj.weight" and keys[-1] == "decode_head.conv_seg.bias"
+    hf_encoder = {k[len("segformer.encoder.") :] for k in hf_keys if k.startswith("segformer.encoder.")}
+    assert {k[len("backbone.") :] for k in keys if k.startswith("backbone.")} == hf_encoder
+    spec = content["meta"]["segmerge_model"]
+    assert spec["architecture"] == "daformer" and spec["num_classes"] == 19
+    assert spec["encoder"]["hidden_sizes"] == [16, 32, 64, 128] and spec["decoder"]["dilations"] == [1, 2, 4, 6]
+
+
+def test_daformer_checkpoint_round_trips_through_load_segmenter(saved):
+    segmenter = load_segmenter(str(saved["daformer"]))
+    assert segmenter.num_classes == 19
+    pixels = torch.randn(2, 3, 96, 192)
+    with torch.no_grad():
+        assert torch.equal(segmenter.scores(pixels), saved["daformer_model"](pixels))
+        assert torch.equal(load_model(saved["daformer"])(pixels), saved["daformer_model"](pixels))
+    reloaded = load_model(saved["segformer"])
+    assert type(reloaded).__name__ == "SegformerForSemanticSegmentation"
+
+
+def test_other_pth_files_get_the_clear_error(tmp_path):
+    torch.save({"conv.weight": torch.zeros(2, 3, 1, 1)}, tmp_path / "plain.pth")
+    with pytest.raises(SegmergeError, match="cannot tell which network"):
+        load_segmenter(str(tmp_path / "plain.pth"))
+    with pytest.raises(SegmergeError, match="not a DAFormer checkpoint"):
+        load_daformer(tmp_path / "plain.pth")
+
+
+def test_atrous_convolution_equals_a_dilated_one():
+    from segmerge.zoo.daformer import AtrousConv2d
+
+    for dilation in (2, 4, 6):
+        reference = torch.nn.Conv2d(8, 8, 3, padding=dilation, dilation=dilation, groups=8)
+        atrous = AtrousConv2d(8, 8, 3, padding=dilation, dilation=dilation, groups=8)
+        atrous.load_state_dict(reference.state_dict())
+        x = torch.randn(2, 8, 13, 22)
+        assert torch.allclose(atrous(x), reference(x), atol=1e-5)
+
+
+def test_segformer_and_daformer_merge_every_encoder_key_and_keep_both_heads(saved):
+    plan = segmerge.plan([str(saved["segformer"]), str(saved["daformer"])], rename=RENAME)
+    actions = {k.key: k.action.value for k in plan.keys}
+    encoder = [k for k in actions if k.startswith("segformer.encoder.")]
+    assert encoder and all(actions[k] == "merged" for k in encoder)
+    assert all(a in ("anchor-only", "non-float") for k, a in actions.items() if k.startswith("decode_head."))
+    unmatched = [d.key for d in plan.donor_keys if d.action.value == "donor-unmatched"]
+    assert unmatched and all(k.startswith("decode_head.") for k in unmatched)
+    # the other way round: the DAFormer as anchor, the SegFormer's names renamed onto it
+    reverse = segmerge.plan(
+        [str(saved["daformer"]), str(saved["segformer"])], rename={1: [(r"^segformer\.encoder\.", "backbone.")]}
+    )
+    merged = [k.key for k in reverse.keys if k.action.value == "merged"]
+    assert len(merged) == len(encoder) and all(k.startswith("backbone.") for k in merged)
+
+
+def test_classmix_pastes_half_the_source_classes_with_their_labels():
+    source_labels = torch.tensor([[[0, 0, 1, 1], [2, 2, 3, 255]]])
+    source, target = torch.ones(1, 3, 2, 4), torch.zeros(1, 3, 2, 4)
+    pseudo = torch.full((1, 2, 4), 9)
+    mixed = class_mix(source, source_labels, target, pseudo, 0.25, torch.Generator().manual_seed(0))
+    pasted = mixed.pixels[0, 0] == 1
+    assert len(source_labels[0][pasted].unique()) == 2 and not (source_labels[0][pasted] == 255).any()
+    assert torch.equal(mixed.labels[0][pasted], source_labels[0][pasted])
+    assert (mixed.labels[0][~pasted] == 9).all()
+    assert (mixed.weight[0][pasted] == 1).all() and (mixed.weight[0][~pasted] == 0.25).all()
+
+
+def test_ema_teacher_follows_the_student_then_averages():
+    student = build_segformer(seed=0)
+    teacher = EMATeacher(build_segformer(seed=1), alpha=0.9)
+    teacher.update(student, step=0)  # alpha_0 = 0: a copy
+    assert _same_weights(teacher.model, student)
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    teacher.update(student, step=100)
+    key = "segformer.stages.0.patch_embeddings.proj.weight"
+    assert torch.allclose(teacher.model.state_dict()[key], before[key] + 0.1, atol=1e-5)
+
+
+FAST = TrainConfig(steps=8, batch_size=4, lr=2e-3, warmup_steps=2, threads=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def start():
+    shared, log = pretrain(_scene_data(8, "pretrain"), FAST.replace(decoder_lr_mult=1.0, seed=1))
+    assert log["steps"] == 8 and log["final_loss"] < log["first_loss"]
+    return shared
+
+
+def test_pretrain_gives_one_encoder_and_one_decoder_init_per_architecture(start, tmp_path):
+    a, b = start.model("daformer"), start.model("daformer")
+    assert _same_weights(a, b) and a is not b
+    assert _same_weights(encoder_of(start.model("segformer")), encoder_of(a))
+    again = SharedStart.load(start.save(tmp_path / "start.pt"))
+    assert _same_weights(again.model("segformer"), start.model("segformer"))
+
+
+@pytest.mark.parametrize("architecture", ["segformer", "daformer"])
+def test_supervised_loops_learn_and_repeat_for_a_seed(start, architecture):
+    data = _scene_data(8)
+    config = FAST.replace(steps=12)
+    model, log = train_source_only(start.model(architecture), data, config)
+    assert log["final_loss"] < 0.8 * log["first_loss"]
+    assert {"steps", "seconds", "final_loss"} <= set(log)
+    again, _ = train_source_only(start.model(architecture), data, config)
+    assert _same_weights(model, again)
+    other, _ = train_target_oracle(start.model(architecture), data, config.replace(seed=1))
+    assert not _same_weights(model, other)
+
+
+def test_uda_learns_repeats_and_never_reads_target_labels(start):
+    source, target = _scene_data(8, "source"), _scene_data(8, "target")
+    config = FAST.replace(steps=10)
+    initial = start.model("segformer")
+    model, log = train_uda(initial, source, target, config)
+    assert log["final_loss"] < log["first_loss"] and 0.0 <= log["mean_pseudo_weight"] <= 1.0
+    assert _same_weights(initial, start.model("segformer"))  # the start is left unchanged
+    blind, _ = train_uda(start.model("segformer"), source, target.unlabelled(), config)
+    assert _same_weights(model, blind)
+    poisoned = TrainingData(target.images, torch.full_like(target.labels, 3), "target")
+    assert _same_weights(model, train_uda(start.model("segformer"), source, poisoned, config)[0])
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(SegmergeError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(SegmergeError, match="schedule"):
+        TrainConfig(schedule="step")
+    with pytest.raises(SegmergeError, match="needs labels"):
+        train_source_only(build_segformer(), _scene_data(2, labelled=False), FAST)
+    with pytest.raises(SegmergeError, match="architecture"):
+        build_model("hrda")
