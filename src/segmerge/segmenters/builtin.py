@@ -1,15 +1,17 @@
-"""segmerge's own models: the benchmark's DAFormer-style ``.pth`` checkpoints.
+"""segmerge's own models: the benchmark's DAFormer-style and panoptic ``.pth`` checkpoints.
 
 Such a file says which network it holds in ``meta["segmerge_model"]`` (written by
-``segmerge.zoo.daformer.save_daformer`` and kept by a merge anchored on it), so it can be
+``segmerge.zoo.models.save_model`` and kept by a merge anchored on it), so it can be
 rebuilt without user code. The file is read through ``open_checkpoint``, i.e. with safe
-unpickling only. The benchmark's SegFormer models are Hugging Face folders, which the
-Hugging Face adapter loads; any other checkpoint needs ``--model FILE.py:function``.
+unpickling only. A panoptic network's segmenter scores with its semantic head and has a
+``panoptic`` output (centre/offset grouping, :mod:`segmerge.zoo.panoptic_postprocess`).
+The benchmark's SegFormer models are Hugging Face folders, which the Hugging Face adapter
+loads; any other checkpoint needs ``--model FILE.py:function``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -20,7 +22,8 @@ from segmerge.segmenters.base import Segmenter
 
 def from_builtin_checkpoint(path: Path, label: str) -> Segmenter:
     from segmerge.checkpoints import open_checkpoint
-    from segmerge.zoo.daformer import META_KEY, daformer_from_state
+    from segmerge.zoo.daformer import META_KEY
+    from segmerge.zoo.models import model_from_checkpoint
 
     path = Path(path)
     if not path.exists():
@@ -35,9 +38,26 @@ def from_builtin_checkpoint(path: Path, label: str) -> Segmenter:
             f"{path}: segmerge cannot tell which network this checkpoint belongs to; pass a Hugging Face "
             "folder (config.json + weights) or --model FILE.py:function that builds the network from it"
         )
-    module = daformer_from_state(checkpoint.state_dict(), spec, str(path))
+    return segmenter_of(model_from_checkpoint(checkpoint, str(path)), label, str(path))
+
+
+def segmenter_of(module: torch.nn.Module, label: str, source: str = "") -> Segmenter:
+    """The evaluation interface of a built-in network (DAFormer-style or panoptic) held in memory."""
+    from segmerge.zoo.models import segment
+    from segmerge.zoo.panoptic import PanopticModel
+    from segmerge.zoo.panoptic_postprocess import panoptic_segmentation
 
     def scores(pixels: torch.Tensor) -> torch.Tensor:
-        return module(pixels)
+        return segment(module, pixels)
 
-    return Segmenter(label, module, module.num_classes, scores, True, source=str(path))
+    panoptic = None
+    if isinstance(module, PanopticModel):
+
+        def panoptic(pixels: torch.Tensor, size: tuple[int, int], thing_ids: Collection[int]):
+            output = module(pixels)
+            ids, segments = panoptic_segmentation(
+                output.semantic[0], output.center[0], output.offset[0], size, thing_ids
+            )
+            return ids, segments
+
+    return Segmenter(label, module, module.num_classes, scores, True, panoptic=panoptic, source=source)

@@ -20,6 +20,7 @@ class Mixed:
     pixels: torch.Tensor  # [B,3,H,W]
     labels: torch.Tensor  # int64 [B,H,W]
     weight: torch.Tensor  # float [B,H,W]: 1 on pasted source pixels, the pseudo-label weight elsewhere
+    mask: torch.Tensor  # bool [B,H,W]: the pasted source pixels
 
 
 def class_masks(source_labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -48,4 +49,4 @@ def class_mix(
     pixels = torch.where(mask.unsqueeze(1), source_pixels, target_pixels)
     labels = torch.where(mask, source_labels, pseudo_labels)
     weight = torch.where(mask, 1.0, pseudo_weight)
-    return Mixed(pixels, labels, weight)
+    return Mixed(pixels, labels, weight, mask)
