@@ -141,7 +141,11 @@ def merge(
     return write_merge(opened, Path(output), overwrite)
 
 
-def write_merge(opened: Opened, output: Path, overwrite: bool) -> Path:
+def write_merge(
+    opened: Opened, output: Path, overwrite: bool, tensors: Mapping[str, torch.Tensor] | None = None
+) -> Path:
+    """Write the merge; ``tensors`` (under the anchor's names) stand in for running the plan when the
+    merged values were changed afterwards (``segmerge tune --adabn`` re-estimates BatchNorm statistics)."""
     inputs = [s for s in opened.sources if isinstance(s, Checkpoint)]
     if len(inputs) != len(opened.sources):
         raise SegmergeError("writing a merge needs every model as a file or folder, not an in-memory state dict")
@@ -154,8 +158,8 @@ def write_merge(opened: Opened, output: Path, overwrite: bool) -> Path:
     )
     anchor = opened.anchor
     metas: dict[str, TensorMeta] = {k.key: anchor.metas()[k.key] for k in opened.plan.keys}
-    tensors = execute(opened.plan, opened.sources, opened.method, opened.base)
-    return write_checkpoint(output, metas, tensors, provenance, anchor, overwrite)
+    merged = execute(opened.plan, opened.sources, opened.method, opened.base) if tensors is None else tensors.items()
+    return write_checkpoint(output, metas, merged, provenance, anchor, overwrite)
 
 
 def _refuse_overwriting_inputs(output: Path, inputs: Sequence[Checkpoint], overwrite: bool) -> None:

@@ -1,0 +1,124 @@
+"""``segmerge tune``: choose (``--search grid``) or learn (``--learn``) the merge from unlabelled target images."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from segmerge.checkpoints.atomic import atomic_file
+from segmerge.cli.app import app, stderr, user_errors
+from segmerge.cli.options import parse_rename
+from segmerge.errors import SegmergeError
+from segmerge.tuning import LOSSES, SELECTION_RULES, Runtime, TuningModels, learn, load_images, search, write_tuned
+from segmerge.tuning.search import DEFAULT_CRITERION
+
+DEFAULT_IMAGES = 64
+DEFAULT_STEPS = 100
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    found = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", value)
+    if not found:
+        raise SegmergeError(f"--size {value!r}: expected HxW, e.g. 512x1024")
+    return int(found[1]), int(found[2])
+
+
+@app.command()
+@user_errors
+def tune(
+    models: Annotated[list[str], typer.Argument(help="checkpoints to merge (HF folders, .pth, .safetensors)")],
+    target_images: Annotated[
+        str,
+        typer.Option("--target-images", help="unlabelled target images: a folder, or a data set spec (KIND:ARG)"),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the merged checkpoint (recipe: OUT.recipe.yaml)")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="FILE.py:function or module:function building a model from a path")
+    ] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="write tune.md and tune.json here")] = None,
+    search_mode: Annotated[
+        str | None, typer.Option("--search", help="score candidate recipes: 'grid' (the default mode)")
+    ] = None,
+    learn_mode: Annotated[bool, typer.Option("--learn", help="learn per-layer merge weights by gradient")] = False,
+    criterion: Annotated[
+        str, typer.Option("--criterion", help=f"search: picks by {', '.join(SELECTION_RULES)}")
+    ] = DEFAULT_CRITERION,
+    loss: Annotated[str, typer.Option("--loss", help=f"learn: {', '.join(LOSSES)}")] = "distill",
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", help=f"learn: steps [{DEFAULT_STEPS}]; search: images scored [--images]"),
+    ] = None,
+    images: Annotated[
+        int, typer.Option("--images", help="target images read (a seeded random subset)")
+    ] = DEFAULT_IMAGES,
+    size: Annotated[str | None, typer.Option("--size", help="resize target images to HxW")] = None,
+    anchor: Annotated[int, typer.Option("--anchor", help="0-based position of the anchor")] = 0,
+    rename: Annotated[
+        list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")
+    ] = None,
+    adabn: Annotated[
+        bool, typer.Option("--adabn", help="re-estimate BatchNorm statistics on the target images")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="images per forward pass / step")] = 8,
+    lr: Annotated[float, typer.Option("--lr", help="learn: Adam learning rate on the weight logits")] = 0.05,
+    seed: Annotated[int, typer.Option("--seed", help="seeds image choice, augmentation and learning")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
+    amp: Annotated[bool, typer.Option("--amp", help="mixed precision (bfloat16 autocast)")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+) -> None:
+    """Choose or learn the merge on unlabelled target images; write it, its recipe and a report."""
+    if learn_mode and search_mode is not None:
+        raise SegmergeError("--search and --learn are two modes; give one")
+    if search_mode not in (None, "grid"):
+        raise SegmergeError(f"--search {search_mode!r}: the only search is 'grid'")
+    if len(models) < 2:
+        raise SegmergeError("give at least two models to merge")
+    if criterion not in SELECTION_RULES:
+        raise SegmergeError(f"--criterion {criterion!r}: choose one of {', '.join(SELECTION_RULES)}")
+    if loss not in LOSSES:
+        raise SegmergeError(f"--loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    if output.exists() and not overwrite:
+        raise SegmergeError(f"{output}: already exists; pass --overwrite to replace it")
+    renames = parse_rename(rename) or None
+    limit = budget if budget is not None and not learn_mode else images
+    pixels = load_images(target_images, limit=limit, size=_size(size), seed=seed)
+    opened = TuningModels.open(models, model, Runtime(device, amp, batch_size))
+    stderr.print(f"tuning on {len(pixels)} target images of {tuple(pixels.shape[1:3])} (labels are not read)")
+    if learn_mode:
+        steps = budget if budget is not None else DEFAULT_STEPS
+        result = learn(
+            opened, pixels, anchor=anchor, rename=renames, loss=loss, steps=steps, batch_size=batch_size,
+            lr=lr, seed=seed, adabn=adabn, progress=True,
+        )  # fmt: skip
+        stderr.print(
+            f"learned {len(result.layer_weights)} layers' weights in {steps} steps: "
+            f"{loss} loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
+        )
+    else:
+        result = search(
+            opened, pixels, anchor=anchor, rename=renames, criterion=criterion, adabn=adabn, seed=seed, progress=True
+        )
+        chosen = result.chosen
+        stderr.print(
+            f"chose '{chosen.candidate.name}' of {len(result.rows)} candidates by {criterion} "
+            f"(agreement {chosen.agreement:.2f}, consistency {chosen.consistency:.2f}, entropy {chosen.entropy:.4f})"
+        )
+    for note in result.notes:
+        stderr.print(f"note: {note}")
+    written, recipe_file = write_tuned(
+        result.recipe if learn_mode else result.best_recipe,
+        output,
+        result.state_dict if result.adabn else None,  # without AdaBN the recipe is merged again, as `merge -r` does
+        overwrite,
+    )
+    if report is not None:
+        report.mkdir(parents=True, exist_ok=True)
+        for name, text in (("tune.md", result.to_markdown()), ("tune.json", result.to_json())):
+            with atomic_file(report / name) as tmp:
+                tmp.write_text(text)
+    stderr.print(f"wrote {written} and its recipe {recipe_file}" + (f"; report in {report}" if report else ""))
