@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from segmerge import api
 from segmerge.recipe import Recipe
 from segmerge.synthetic import SyntheticDataset
-from segmerge.tuning import FunctionalMerge, candidate_grid, learn, load_images, search
+from segmerge.tuning import FunctionalMerge, TuningModels, candidate_grid, learn, load_images, search
 from segmerge.tuning.criteria import (
     CriteriaMeter,
     agreement,
@@ -215,15 +215,20 @@ def test_learn_with_a_daformer_anchor_and_a_renamed_donor(zoo, target_images):
 
 
 def test_search_scores_every_candidate_and_returns_the_chosen_merge(zoo, target_images):
-    models = [zoo["seg_a"], zoo["seg_b"]]
+    models = TuningModels.open([zoo["seg_a"], zoo["seg_b"]])
+    before = {k: v.clone() for k, v in models.segmenters[0].module.state_dict().items()}
     grid = candidate_grid(2, anchors=(0, 1), ramp_starts=(0.5,), end_weights=(1.0,), ramps=("linear",))
-    result = search(models, target_images[:4], candidates=grid, criterion="agreement")
+    result = search(models, target_images[:4], candidates=grid, criterion="agreement", adabn=True)
     assert len(result.rows) == len(grid)
+    after = models.segmenters[0].module.state_dict()  # the networks are the models' own again
+    assert all(torch.equal(before[k], after[k]) for k in before)
     best = max(range(len(grid)), key=lambda i: (result.rows[i].agreement, -i))
     assert result.best == best
     expected = api.merge(result.best_recipe)
-    for key in expected:
-        torch.testing.assert_close(result.state_dict[key], expected[key], rtol=0, atol=0)
+    for key in expected:  # AdaBN changed the BatchNorm statistics only
+        same = torch.equal(result.state_dict[key], expected[key])
+        statistic = key.startswith("decode_head.batch_norm.") and not key.endswith(("weight", "bias"))
+        assert same != statistic, key
     alone = next(r for r in result.rows if r.candidate.name == "model 0 alone")
     assert 0 <= alone.agreement <= 100 and 0 <= alone.consistency <= 100
     assert json.loads(result.to_json())["chosen"] == result.chosen.candidate.name

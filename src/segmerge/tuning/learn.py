@@ -272,9 +272,10 @@ def learn(
     state = api.merge(models.states, **{**options, "overrides": overrides})
     if adabn:
         if batch_norms(network.module):
-            network.load(state)
-            reestimate_batch_norm(network.segmenter, images, batch_size, runtime.device)
-            state = with_batch_norm_statistics(state, network.state())
+            with network.preserved():
+                network.load(state)
+                reestimate_batch_norm(network.segmenter, images, batch_size, runtime.device)
+                state = with_batch_norm_statistics(state, network.state())
             notes.append(
                 "BatchNorm statistics were re-estimated on the target images (AdaBN): the checkpoint holds them; "
                 "the recipe alone reproduces the merge before re-estimation"

@@ -11,6 +11,7 @@ given under checkpoint names, so merged state dicts and learned merges run on th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -123,6 +124,15 @@ class BoundNetwork:
             for name, key in self.names.items():
                 if key in state:
                     own[name].copy_(state[key])
+
+    @contextlib.contextmanager
+    def preserved(self) -> Iterator[BoundNetwork]:
+        """Restore the network's tensors on exit, so later users (the ensemble, another run) see the model's own."""
+        saved = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        try:
+            yield self
+        finally:
+            self.module.load_state_dict(saved)
 
     def state(self) -> dict[str, torch.Tensor]:
         """The network's tensors under checkpoint names (shared with the network, not copies)."""

@@ -11,6 +11,7 @@ rank correlation with true target mIoU, so the default can be checked on every r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -205,16 +206,18 @@ def search(
         adabn = False
 
     rows: list[CandidateScore] = []
-    for candidate in tqdm(candidates, desc="score candidates", disable=not progress, leave=False):
-        start = time.perf_counter()
-        state = _merge(models, candidate, rename)
-        bound = models.bound(candidate.anchor)
-        bound.load(state)
-        if adabn:
-            reestimate_batch_norm(bound.segmenter, images, models.runtime.batch_size, models.runtime.device)
-        result = score_network(models, candidate.anchor, images, augmented, ensemble).compute()
-        recipe = candidate.recipe(models.paths, rename)
-        rows.append(CandidateScore(candidate, recipe, **result.as_dict(), seconds=time.perf_counter() - start))
+    with contextlib.ExitStack() as restore:
+        for anchor in dict.fromkeys(c.anchor for c in candidates):
+            restore.enter_context(models.bound(anchor).preserved())
+        for candidate in tqdm(candidates, desc="score candidates", disable=not progress, leave=False):
+            start = time.perf_counter()
+            bound = models.bound(candidate.anchor)
+            bound.load(_merge(models, candidate, rename))
+            if adabn:
+                reestimate_batch_norm(bound.segmenter, images, models.runtime.batch_size, models.runtime.device)
+            result = score_network(models, candidate.anchor, images, augmented, ensemble).compute()
+            recipe = candidate.recipe(models.paths, rename)
+            rows.append(CandidateScore(candidate, recipe, **result.as_dict(), seconds=time.perf_counter() - start))
     table = [{"entropy": r.entropy, "agreement": r.agreement, "consistency": r.consistency} for r in rows]
     for r, rank in zip(rows, rank_average(table), strict=True):
         r.rank = rank
@@ -223,10 +226,10 @@ def search(
     chosen = rows[best].candidate
     state = _merge(models, chosen, rename)
     if adabn:
-        bound = models.bound(chosen.anchor)
-        bound.load(state)
-        reestimate_batch_norm(bound.segmenter, images, models.runtime.batch_size, models.runtime.device)
-        state = with_batch_norm_statistics(state, bound.state())
+        with models.bound(chosen.anchor).preserved() as bound:
+            bound.load(state)
+            reestimate_batch_norm(bound.segmenter, images, models.runtime.batch_size, models.runtime.device)
+            state = with_batch_norm_statistics(state, bound.state())
         notes.append(
             "BatchNorm statistics were re-estimated on the target images (AdaBN): the checkpoint holds them; "
             "the recipe alone reproduces the merge before re-estimation"
