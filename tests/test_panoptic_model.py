@@ -24,7 +24,7 @@ from segmerge.errors import SegmergeError
 from segmerge.metrics import PanopticMetric
 from segmerge.segmenters import load_segmenter
 from segmerge.synthetic import SyntheticDataset
-from segmerge.training import TrainConfig, TrainingData
+from segmerge.training import TrainConfig, TrainingData, pretrain
 from segmerge.training.panoptic import train_panoptic_supervised, train_panoptic_uda
 from segmerge.training.panoptic_loss import instance_targets
 from segmerge.zoo.daformer import build_daformer
@@ -227,6 +227,13 @@ def test_panoptic_uda_learns_and_never_reads_target_labels(scenes, pseudo_instan
     assert _same(model, again)
 
 
+def test_the_shared_start_holds_a_panoptic_init_whose_semantic_head_is_the_daformers(scenes):
+    shared, _ = pretrain(scenes, FAST.replace(steps=2, decoder_lr_mult=1.0), architectures=("daformer", "panoptic"))
+    model, daformer = shared.model("panoptic"), shared.model("daformer")
+    assert isinstance(model, PanopticModel) and _same(model.decode_head, daformer.decode_head)
+    assert _same(encoder_of(model), encoder_of(daformer))
+
+
 def test_panoptic_training_needs_instances():
     labels_only = TrainingData.from_samples(SyntheticDataset("target", 2), name="plain")
     with pytest.raises(SegmergeError, match="instances=True"):
@@ -247,6 +254,8 @@ def test_eval_cli_scores_pq_and_miou_of_a_panoptic_checkpoint(saved):
     assert 0.0 <= row["miou"] <= 100.0
     assert {"pq", "sq", "rq", "pq_things", "pq_stuff", "per_class"} <= set(row["panoptic"])
     assert any(p.suffix == ".png" for p in out.iterdir())
+    table = CliRunner().invoke(app, args[:-3], catch_exceptions=False).stdout
+    assert "PQ" in table and "mIoU" in table
 
 
 # -- merging a semantic model into a panoptic one -------------------------------------------
