@@ -8,8 +8,8 @@ images is a choice (``pseudo_instances``):
 
 * ``True`` (default): on the mixed images the heatmap and offset targets are the source's
   on pasted pixels and the teacher's own predicted heatmap and offsets elsewhere (offsets
-  only where the teacher's pseudo-label is a thing), weighted like the pseudo-labels - the
-  instance counterpart of semantic pseudo-labels, as in EDAPS's self-training of all heads;
+  only where the teacher's pseudo-label is a thing), weighted like the pseudo-labels: the
+  instance counterpart of semantic pseudo-labels;
 * ``False``: the instance heads learn from the source batch alone (no instance term on the
   mixed images), the cautious choice when the teacher's centres are poor.
 """

@@ -6,7 +6,7 @@ each thing object's centre of mass (rounded to a pixel), and on each thing pixel
 a weighted mean squared error on the heatmap and a weighted L1 on the offsets of thing
 pixels, with the network's stride-4 outputs upsampled to the labels' size as the semantic
 loss does. Computing targets per batch (after flips and mixing) keeps them consistent with
-what the network sees, and costs ~1 ms a batch.
+what the network sees, and costs ~20 ms a batch (8 images, 96x192, one thread), ~5% of a step.
 """
 
 from __future__ import annotations
