@@ -11,7 +11,7 @@ from segmerge.recipe import Recipe
 def test_defaults_are_filled_in_and_round_trip():
     r = Recipe.from_yaml("models: [a.pth, b.pth]\n")
     assert r.method == "layerwise"
-    assert r.parameters == {"ramp_start": 0.5, "end_weight": 1.0, "ramp": "linear"}
+    assert r.parameters == {"ramp_start": 0.5, "end_weight": 0.75, "ramp": "linear"}
     again = Recipe.from_yaml(r.to_yaml())
     assert again == r and again.to_yaml() == r.to_yaml()
 

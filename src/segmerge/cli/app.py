@@ -41,5 +41,5 @@ def user_errors(func: Callable) -> Callable:
 # Registration: importing the modules adds their commands to ``app``, in this order in --help.
 from segmerge.cli import merge_commands  # noqa: E402,F401,I001
 from segmerge.cli import eval_commands  # noqa: E402,F401
-from segmerge.cli import data_command, demo_command  # noqa: E402,F401
+from segmerge.cli import data_command, demo_command, bench_command  # noqa: E402,F401
 from segmerge.cli import tune_command  # noqa: E402,F401

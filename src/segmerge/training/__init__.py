@@ -9,11 +9,12 @@ is deterministic for its seed, and returns ``(model, log)``.
 
 from segmerge.training.config import TrainConfig
 from segmerge.training.data import TrainingData
-from segmerge.training.pretraining import SharedStart, pretrain
+from segmerge.training.pretraining import PRETRAIN_CONFIG, SharedStart, pretrain
 from segmerge.training.self_training import train_uda
 from segmerge.training.supervised import train_source_only, train_supervised, train_target_oracle
 
 __all__ = [
+    "PRETRAIN_CONFIG",
     "SharedStart",
     "TrainConfig",
     "TrainingData",

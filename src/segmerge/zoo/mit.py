@@ -32,7 +32,8 @@ TINY_MIT: dict = {
     "drop_path_rate": 0.0,
 }
 """The encoder's shape: MiT-B0's layout (strides 4-32, spatial-reduction ratios 8-1) at half
-its width and one block per stage, which trains at about 8 steps/s on two cores at 96x192."""
+its width and one block per stage (424k parameters). With SegFormer's head a training step
+(batch 8, 96x192) takes ~0.2 s on two CPU cores; two blocks per stage cost ~2.5x as much."""
 
 DISK_ENCODER_PREFIX = "encoder."
 """Where ``SegformerModel`` writes its tensors on disk (``segformer.encoder.*`` in a full model)."""

@@ -12,7 +12,7 @@ from segmerge.merging.schedule import RampShape, layer_weights
 
 class LayerwiseParams(MethodParams):
     ramp_start: float = Field(0.5, ge=0.0, le=1.0, description="t0: depth where the ramp starts")
-    end_weight: float = Field(1.0, ge=0.0, le=1.0, description="anchor weight at the last layer")
+    end_weight: float = Field(0.75, ge=0.0, le=1.0, description="anchor weight at the last layer")
     ramp: RampShape = Field("linear", description="ramp shape: linear, cosine or step")
 
 

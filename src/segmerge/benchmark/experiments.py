@@ -1,0 +1,128 @@
+"""One claim on one regime and seed: merge the claim's two models every way and score each.
+
+Every merge goes through :func:`segmerge.api.merge` on the saved checkpoints - the path a
+user's files take - and every score through the segmenter adapters ``segmerge eval`` uses.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from segmerge import api
+from segmerge.benchmark.candidates import DEFAULT, SOUP, Candidate, named_candidates, sweep_candidates
+from segmerge.benchmark.claims import Claim
+from segmerge.benchmark.scoring import score
+from segmerge.benchmark.settings import Sweep
+from segmerge.merging.plan import Action
+from segmerge.training import TrainingData
+
+
+@dataclass
+class ScoredMerge:
+    name: str
+    group: str
+    anchor: int
+    options: dict
+    miou: float
+    #: Per merged layer: (depth, anchor weight), from the merge plan.
+    anchor_weights: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class ClaimRun:
+    claim: str
+    regime: str
+    seed: int
+    models: list[str]
+    singles: list[float]
+    ensemble: float
+    oracle: float
+    merges: list[ScoredMerge]
+    controls: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best_single(self) -> float:
+        return max(self.singles)
+
+    def merge(self, name: str) -> ScoredMerge:
+        return next(m for m in self.merges if m.name == name)
+
+    @property
+    def sweep_best(self) -> ScoredMerge:
+        return max(self.merges, key=lambda m: m.miou)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClaimRun:
+        merges = [
+            ScoredMerge(**{**m, "anchor_weights": [tuple(w) for w in m["anchor_weights"]]}) for m in data["merges"]
+        ]
+        return cls(**{**data, "merges": merges})
+
+
+def merge_options(claim: Claim, candidate: Candidate) -> dict:
+    options = {k: v for k, v in candidate.options.items()}
+    rename = claim.rename_for(candidate.anchor)
+    return {**options, "anchor": candidate.anchor, **({"rename": rename} if rename else {})}
+
+
+def output_name(models: list[Path], candidate: Candidate) -> str:
+    """A folder for a SegFormer anchor, a ``.pth`` for a DAFormer one: the anchor's own layout."""
+    stem = re.sub(r"[^A-Za-z0-9=_-]+", "_", candidate.name.replace(".", "p")).strip("_")
+    return stem + models[candidate.anchor].suffix
+
+
+def anchor_weights(models: list[Path], options: dict) -> list[tuple[float, float]]:
+    plan = api.plan([str(m) for m in models], **options)
+    return [(layer.depth, layer.weights[plan.anchor]) for layer in plan.layers if layer.action == Action.MERGED]
+
+
+def merge_and_score(
+    claim: Claim, models: list[Path], candidate: Candidate, test: TrainingData, workdir: Path, keep: bool
+) -> tuple[ScoredMerge, Path | None]:
+    options = merge_options(claim, candidate)
+    output = workdir / output_name(models, candidate)
+    api.merge([str(m) for m in models], output=output, overwrite=True, **options)
+    miou = score([output], test)
+    scored = ScoredMerge(
+        candidate.name, candidate.group, candidate.anchor, candidate.options, miou, anchor_weights(models, options)
+    )
+    if not keep:
+        shutil.rmtree(output) if output.is_dir() else output.unlink()
+        return scored, None
+    return scored, output
+
+
+def run_claim(
+    claim: Claim,
+    regime: str,
+    seed: int,
+    models: list[Path],
+    singles: list[float],
+    oracle: float,
+    test: TrainingData,
+    sweep: Sweep,
+    workdir: Path,
+    progress=None,
+) -> tuple[ClaimRun, dict[str, Path]]:
+    """Score the ensemble, the named merges (kept on disk for the report) and the sweep."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ensemble = score(models, test)
+    merges, kept = [], {}
+    for candidate in [*named_candidates(), *sweep_candidates(sweep)]:
+        scored, path = merge_and_score(claim, models, candidate, test, workdir, keep=candidate.group == "named")
+        merges.append(scored)
+        if path is not None:
+            kept[candidate.name] = path
+        if progress is not None:
+            progress()
+    run = ClaimRun(claim.name, regime, seed, [m.name for m in models], singles, ensemble, oracle, merges)
+    return run, kept
+
+
+__all__ = ["DEFAULT", "SOUP", "ClaimRun", "ScoredMerge", "run_claim"]

@@ -1,0 +1,133 @@
+"""Runs -> tables: mean and spread over seeds per regime and claim, and the claims object.
+
+The claims object is what ``segmerge demo --json`` and ``segmerge bench --json`` print:
+``{"claims": [{"name", "metric", "best_single", "uniform_soup", "layerwise", "ensemble",
+"paper_gain", ...}]}``, scores in percent. Its top-level numbers are the appearance
+regime's (the GTA5/SYNTHIA -> Cityscapes analogue the paper measures); ``by_regime``
+holds every regime's.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from segmerge.benchmark.candidates import DEFAULT, SOUP, SWEEP
+from segmerge.benchmark.claims import CLAIMS, PAPER_GAINS
+from segmerge.benchmark.experiments import ClaimRun
+
+HEADLINE_REGIME = "appearance"
+
+
+@dataclass
+class Stat:
+    values: list[float]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    def text(self) -> str:
+        return f"{self.mean:.1f} ± {self.std:.1f}" if len(self.values) > 1 else f"{self.mean:.1f}"
+
+
+@dataclass
+class Row:
+    label: str
+    stat: Stat
+    cost: int = 1
+    note: str = ""
+
+
+def rows(runs: Sequence[ClaimRun]) -> list[Row]:
+    """The table of one (regime, claim) over its seeds."""
+    first = runs[0]
+    claim = next(c for c in CLAIMS if c.name == first.claim)
+    out = [Row(f"{role} alone", Stat([r.singles[i] for r in runs])) for i, role in enumerate(claim.roles)]
+    out.append(Row("best single", Stat([r.best_single for r in runs])))
+    out.append(Row(SOUP, Stat([r.merge(SOUP).miou for r in runs])))
+    out.append(Row(f"**{DEFAULT}**", Stat([r.merge(DEFAULT).miou for r in runs]), note="headline: no target labels"))
+    out.append(Row("output ensemble", Stat([r.ensemble for r in runs]), cost=len(first.models)))
+    best = [r.sweep_best for r in runs]
+    picks = Counter(b.name for b in best).most_common(1)[0][0]
+    out.append(Row("sweep best (chosen with target labels)", Stat([b.miou for b in best]), note=f"most often: {picks}"))
+    for name in first.controls:
+        out.append(Row(name, Stat([r.controls[name] for r in runs if name in r.controls]), note="first seed only"))
+    out.append(Row("target oracle (trained on target labels)", Stat([r.oracle for r in runs]), note="upper bound"))
+    return out
+
+
+def grouped(runs: Sequence[ClaimRun]) -> dict[tuple[str, str], list[ClaimRun]]:
+    groups: dict[tuple[str, str], list[ClaimRun]] = {}
+    for run in runs:
+        groups.setdefault((run.regime, run.claim), []).append(run)
+    return groups
+
+
+def claim_numbers(runs: Sequence[ClaimRun]) -> dict:
+    best = Stat([r.best_single for r in runs]).mean
+    layerwise = Stat([r.merge(DEFAULT).miou for r in runs]).mean
+    swept = any(m.group == SWEEP for m in runs[0].merges)
+    return {
+        "best_single": round(best, 2),
+        "uniform_soup": round(Stat([r.merge(SOUP).miou for r in runs]).mean, 2),
+        "layerwise": round(layerwise, 2),
+        "ensemble": round(Stat([r.ensemble for r in runs]).mean, 2),
+        "ensemble_cost": len(runs[0].models),
+        "sweep_best_with_target_labels": round(Stat([r.sweep_best.miou for r in runs]).mean, 2) if swept else None,
+        "oracle": round(Stat([r.oracle for r in runs]).mean, 2),
+        "gain": round(layerwise - best, 2),
+        "seeds": sorted({r.seed for r in runs}),
+    }
+
+
+def claims_object(runs: Sequence[ClaimRun], names: Sequence[str] | None = None) -> dict:
+    groups = grouped(runs)
+    claims = []
+    for claim in CLAIMS:
+        if names is not None and claim.name not in names:
+            continue
+        by_regime = {regime: claim_numbers(g) for (regime, name), g in groups.items() if name == claim.name}
+        if not by_regime:
+            continue
+        headline = HEADLINE_REGIME if HEADLINE_REGIME in by_regime else next(iter(by_regime))
+        claims.append(
+            {
+                "name": claim.name,
+                "metric": claim.metric,
+                "regime": headline,
+                **by_regime[headline],
+                "paper_gain": PAPER_GAINS.get(claim.name),
+                "by_regime": by_regime,
+            }
+        )
+    return {"claims": claims}
+
+
+def markdown_tables(runs: Sequence[ClaimRun]) -> str:
+    lines = []
+    for (regime, name), group in grouped(runs).items():
+        claim = next(c for c in CLAIMS if c.name == name)
+        seeds = sorted({r.seed for r in group})
+        paper = f"; the paper reports +{claim.paper_gain} {claim.metric}" if claim.paper_gain else ""
+        lines += [
+            f"### {name}, {regime} regime",
+            "",
+            f"{claim.title}. Seeds {seeds}{paper}.",
+            "",
+            f"| model | {claim.metric} (%) | vs best single | cost | note |",
+            "|---|---:|---:|---:|---|",
+        ]
+        table = rows(group)
+        best = table[len(claim.roles)].stat.mean
+        for row in table:
+            delta = row.stat.mean - best
+            lines.append(f"| {row.label} | {row.stat.text()} | {delta:+.1f} | {row.cost}x | {row.note} |")
+        lines.append("")
+    return "\n".join(lines)
