@@ -1,21 +1,48 @@
-"""The README's first command, end to end."""
+"""The README's first command, end to end, on the checkpoints shipped in the package."""
 
-import torch
+import json
+
 from typer.testing import CliRunner
 
-from segmerge.checkpoints import load_checkpoint, open_checkpoint
+from segmerge.benchmark.shipping import shipped_manifest
+from segmerge.checkpoints import load_checkpoint
 from segmerge.cli.app import app
 
 
-def test_demo_writes_real_merges_that_load(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)], catch_exceptions=False)
+def test_demo_json_reports_both_claims_in_both_regimes(tmp_path):
+    result = CliRunner().invoke(
+        app, ["demo", "--json", "--test-images", "16", "--out", str(tmp_path)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
-    assert "every weight loaded" in result.output
-    gta = load_checkpoint(tmp_path / "checkpoints" / "gta_daformer.pth")
-    syn = load_checkpoint(tmp_path / "checkpoints" / "synthia_daformer.pth")
-    soup = load_checkpoint(tmp_path / "soup.safetensors")
-    key = "backbone.block.2.0.mlp.dense1.weight"
-    assert torch.allclose(soup[key], (gta[key] + syn[key]) / 2, atol=1e-6)
-    layerwise = load_checkpoint(tmp_path / "gta+synthia.pth")
-    assert torch.equal(layerwise["decode_head.classifier.weight"], gta["decode_head.classifier.weight"])
-    assert "rename" in open_checkpoint(tmp_path / "segformer+gta").provenance()["recipe"]
+    claims = json.loads(result.stdout)["claims"]
+    assert [c["name"] for c in claims] == ["same-architecture", "different-architecture"]
+    for claim in claims:
+        assert claim["metric"] == "mIoU"
+        assert claim["paper_gain"] in (2.6, 6.8)
+        assert set(claim["by_regime"]) == {"appearance", "classes"}
+        for numbers in [claim, *claim["by_regime"].values()]:
+            for key in ("best_single", "uniform_soup", "layerwise", "ensemble"):
+                assert 0.0 <= numbers[key] <= 100.0
+            assert numbers["ensemble_cost"] == 2
+            assert abs(numbers["gain"] - (numbers["layerwise"] - numbers["best_single"])) < 0.02
+    assert (tmp_path / "report" / "claims.json").is_file()
+    assert (tmp_path / "report" / "bench.md").read_text().count("### ") == 4
+
+
+def test_demo_merges_keep_the_anchor_head_and_blend_the_encoder(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--test-images", "8", "--out", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "paper's gain" in result.output
+    manifest = shipped_manifest()
+    from segmerge.benchmark.models import shipped_path
+
+    files = manifest["regimes"]["appearance"]
+    anchor = load_checkpoint(shipped_path(files["UDA A"]))
+    donor = load_checkpoint(shipped_path(files["DAFormer UDA B"]))
+    merged_dir = tmp_path / "merges" / "appearance" / "different-architecture"
+    merged = load_checkpoint(next(p for p in merged_dir.iterdir() if p.name.startswith("layer-wise")))
+    head = [k for k in anchor if k.startswith("decode_head.")]
+    assert head and all((merged[k] == anchor[k]).all() for k in head)
+    first = "segformer.encoder.patch_embeddings.0.proj.weight"
+    donor_first = "backbone." + first.removeprefix("segformer.encoder.")
+    assert (merged[first] - (anchor[first] + donor[donor_first]) / 2).abs().max() < 1e-6

@@ -66,30 +66,28 @@ def demo(
 
 
 def print_claims(claims: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title="mIoU (%) on the synthetic target's test split; gain = layer-wise - best single")
-    for column in (
-        "claim",
-        "regime",
-        "best single",
-        "uniform soup",
-        "layer-wise",
-        "ensemble (cost)",
-        "gain",
-        "paper's gain",
-    ):
-        table.add_column(column, justify="left" if column in ("claim", "regime") else "right")
+    header = ("claim", "regime", "best single", "uniform soup", "layer-wise", "ensemble (cost)", "gain", "paper's gain")
+    rows = [header]
     for claim in claims["claims"]:
         for regime, n in claim["by_regime"].items():
-            table.add_row(
-                claim["name"],
-                regime,
-                f"{n['best_single']:.1f}",
-                f"{n['uniform_soup']:.1f}",
-                f"{n['layerwise']:.1f}",
-                f"{n['ensemble']:.1f} ({n['ensemble_cost']}x)",
-                f"{n['gain']:+.1f}",
-                f"+{claim['paper_gain']}" if claim["paper_gain"] is not None else "-",
+            rows.append(
+                (
+                    claim["name"],
+                    regime,
+                    f"{n['best_single']:.1f}",
+                    f"{n['uniform_soup']:.1f}",
+                    f"{n['layerwise']:.1f}",
+                    f"{n['ensemble']:.1f} ({n['ensemble_cost']}x)",
+                    f"{n['gain']:+.1f}",
+                    f"+{claim['paper_gain']}" if claim["paper_gain"] is not None else "-",
+                )
             )
-    stdout.print(table, width=118)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    stdout.print(
+        "mIoU (%) on the synthetic target's test split; gain = layer-wise (default recipe) - best single model"
+    )
+    for k, row in enumerate(rows):
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        stdout.print("  ".join(cells), markup=False)
+        if k == 0:
+            stdout.print("  ".join("-" * w for w in widths), markup=False)

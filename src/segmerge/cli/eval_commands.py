@@ -64,7 +64,7 @@ def evaluate_command(
     qualitative: Annotated[int, typer.Option(help="images in the qualitative grid")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
     panoptic: Annotated[
-        bool, typer.Option("--panoptic", help="also PQ/SQ/RQ of panoptic models (needs cityscapes-panoptic data)")
+        bool, typer.Option("--panoptic", help="also PQ/SQ/RQ of panoptic models (needs panoptic ground truth)")
     ] = False,
 ) -> None:
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""

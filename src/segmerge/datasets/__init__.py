@@ -77,6 +77,7 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
         )
     return dataset_class(kind).from_spec(argument, split)
 
+
 # Last, with a plain import (safe while that module is itself mid-import, as when it is imported
 # first): the built-in benchmark's procedural domains register as ``synthetic:DOMAIN[,n=N][,seed=S]``.
 import segmerge.synthetic.dataset  # noqa: E402,F401

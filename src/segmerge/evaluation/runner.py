@@ -150,7 +150,9 @@ def _panoptic_metrics(segmenters, names, dataset, config: EvaluationConfig) -> d
 
     categories = getattr(dataset, "categories", None)
     if not categories:
-        raise SegmergeError("--panoptic needs a dataset with panoptic ground truth, e.g. cityscapes-panoptic:ROOT")
+        raise SegmergeError(
+            "--panoptic needs a dataset with panoptic ground truth, e.g. cityscapes-panoptic:ROOT or synthetic:target"
+        )
     able = [n for n, s in zip(names, segmenters, strict=True) if s.panoptic is not None]
     if not able:
         raise SegmergeError("--panoptic: none of the models has a panoptic output (e.g. a Mask2Former folder)")

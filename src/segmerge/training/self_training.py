@@ -47,7 +47,11 @@ def train_uda(
             mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
             source_loss = segmentation_loss(segment(student, src.pixels), src.labels)
             mixed_loss = segmentation_loss(segment(student, mixed.pixels), mixed.labels, mixed.weight)
-            stats = {"pseudo_weight": pseudo.weight, "source_loss": float(source_loss.detach()), "mixed_loss": float(mixed_loss.detach())}
+            stats = {
+                "pseudo_weight": pseudo.weight,
+                "source_loss": float(source_loss.detach()),
+                "mixed_loss": float(mixed_loss.detach()),
+            }
             return source_loss + mixed_loss, stats
 
         log = optimise(student, config, step_loss, before_step=lambda step: teacher.update(student, step))

@@ -1,0 +1,94 @@
+"""The built-in benchmark: its bookkeeping on hand-built runs, its cache, and ``bench --quick`` end to end."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from segmerge.benchmark.candidates import DEFAULT, SOUP, sweep_candidates
+from segmerge.benchmark.experiments import ClaimRun, ScoredMerge
+from segmerge.benchmark.settings import QUICK
+from segmerge.benchmark.store import ArtifactStore, cache_key
+from segmerge.benchmark.summary import claims_object, markdown_tables
+from segmerge.cli.app import app
+
+
+def _run(claim, regime, seed, singles, soup, default, ensemble, swept=()):
+    merges = [
+        ScoredMerge(SOUP, "named", 0, {"method": "linear"}, soup),
+        ScoredMerge(DEFAULT, "named", 0, {"method": "layerwise"}, default),
+    ]
+    merges += [ScoredMerge(name, "sweep", 0, {}, miou) for name, miou in swept]
+    return ClaimRun(claim, regime, seed, ["a", "b"], list(singles), ensemble, 60.0, merges)
+
+
+def test_claims_object_compares_the_default_merge_with_the_best_single_model_per_seed():
+    runs = [
+        _run("same-architecture", "appearance", 0, (40, 44), 45, 47, 50, [("x", 49)]),
+        _run("same-architecture", "appearance", 1, (46, 42), 44, 45, 51, [("x", 44)]),
+        _run("same-architecture", "classes", 0, (30, 31), 29, 28, 33, [("x", 30)]),
+    ]
+    claims = claims_object(runs)["claims"]
+    assert len(claims) == 1
+    claim = claims[0]
+    assert claim["regime"] == "appearance" and claim["paper_gain"] == 2.6
+    assert claim["best_single"] == 45.0  # the better model of each seed: 44 and 46
+    assert claim["layerwise"] == 46.0 and claim["gain"] == 1.0
+    assert claim["sweep_best_with_target_labels"] == 47.0  # per seed the best of all merges: 49 and 45 (default)
+    assert claim["by_regime"]["classes"]["gain"] == -3.0  # losses are reported as they are
+    table = markdown_tables(runs)
+    assert "46.0 ± 1.4" in table and "sweep best (chosen with target labels)" in table
+
+
+def test_round_trip_of_a_run_through_json():
+    run = _run("different-architecture", "classes", 2, (1, 2), 3, 4, 5, [("y", 6)])
+    run.merges[0].anchor_weights = [(0.0, 0.5), (1.0, 0.75)]
+    again = ClaimRun.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert again == run
+
+
+def test_sweep_covers_the_grid_the_heat_map_needs():
+    names = [c.name for c in sweep_candidates(QUICK.sweep)]
+    assert len(names) == len(set(names))
+    full = sweep_candidates(__import__("segmerge.benchmark", fromlist=["FULL"]).FULL.sweep)
+    grid = {(c.ramp_start, c.end_weight) for c in full if c.options.get("ramp") == "linear" and c.anchor == 0}
+    assert len(grid) >= 4
+
+
+def test_store_reuses_what_it_made_and_leaves_nothing_when_making_fails(tmp_path):
+    store = ArtifactStore(tmp_path)
+    path = store.path("models", "m", cache_key(steps=3))
+    assert cache_key(steps=3) == cache_key(steps=3) != cache_key(steps=4)
+
+    def fail(temporary):
+        temporary.write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        store.produce(path, fail)
+    assert list((tmp_path / "models").iterdir()) == []
+    store.produce(path, lambda temporary: temporary.write_text("done"))
+    store.produce(path, lambda temporary: pytest.fail("a cached artefact was made again"))
+    assert path.read_text() == "done" and (store.hits, store.misses) == (1, 2)
+
+
+@pytest.mark.slow
+def test_bench_quick_end_to_end_then_reuses_its_cache(tmp_path):
+    runner = CliRunner()
+    first = runner.invoke(app, ["bench", "--quick", "--out", str(tmp_path)], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    report = tmp_path / "report"
+    for name in ("bench.md", "bench.json", "claims.json", "anchor_weights.png"):
+        assert (report / name).is_file(), name
+    evaluation = report / "evaluation" / "appearance" / "same-architecture"
+    assert (evaluation / "results.md").is_file() and (evaluation / "qualitative.png").is_file()
+    claims = json.loads((report / "claims.json").read_text())["claims"]
+    assert {c["name"] for c in claims} >= {"same-architecture", "different-architecture"}
+    assert all(set(c["by_regime"]) == {"appearance", "classes"} for c in claims)
+
+    again = runner.invoke(
+        app, ["bench", "--quick", "--out", str(tmp_path), "--json", "--no-eval-reports"], catch_exceptions=False
+    )
+    assert again.exit_code == 0, again.output
+    assert "0 made" in again.output
+    assert json.loads(again.stdout)["claims"] == claims
