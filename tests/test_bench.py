@@ -92,3 +92,21 @@ def test_bench_quick_end_to_end_then_reuses_its_cache(tmp_path):
     assert again.exit_code == 0, again.output
     assert "0 made" in again.output
     assert json.loads(again.stdout)["claims"] == claims
+
+
+def test_label_free_rows_and_correlations_appear_when_the_runs_were_tuned():
+    runs = [_run("different-architecture", "appearance", seed, (40, 44), 45, 46, 50, [("x", 47)]) for seed in (0, 1)]
+    for run, (pick, learned, rho) in zip(runs, [(45.5, 47.0, 0.8), (44.5, 46.0, float("nan"))], strict=True):
+        run.label_free = {
+            "criterion": "agreement",
+            "pick": "soup",
+            "pick_miou": pick,
+            "learned_miou": learned,
+            "rank_correlation": {"agreement": rho, "entropy": -0.2},
+        }
+    claim = claims_object(runs)["claims"][0]
+    assert claim["unsupervised_pick"] == 45.0 and claim["tuned"] == 46.5
+    assert claim["rank_correlation"] == {"agreement": 0.8, "entropy": -0.2}  # NaN seeds left out
+    table = markdown_tables(runs)
+    assert "unsupervised pick (agreement, no target labels) | 45.0 ± 0.7" in table
+    assert "agreement +0.80, entropy -0.20" in table

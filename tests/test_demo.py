@@ -24,13 +24,16 @@ def test_demo_json_reports_both_claims_in_both_regimes(tmp_path):
             for key in ("best_single", "uniform_soup", "layerwise", "ensemble"):
                 assert 0.0 <= numbers[key] <= 100.0
             assert numbers["ensemble_cost"] == 2
+            assert 0.0 <= numbers["tuned"] <= 100.0  # the merge learned from unlabelled target images
             assert abs(numbers["gain"] - (numbers["layerwise"] - numbers["best_single"])) < 0.02
     assert (tmp_path / "report" / "claims.json").is_file()
     assert (tmp_path / "report" / "bench.md").read_text().count("### ") == 4
 
 
 def test_demo_merges_keep_the_anchor_head_and_blend_the_encoder(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--test-images", "8", "--out", str(tmp_path)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["demo", "--no-tune", "--test-images", "8", "--out", str(tmp_path)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert "paper's gain" in result.output
     manifest = shipped_manifest()

@@ -39,10 +39,12 @@ def test_linear_without_weights_is_the_uniform_soup(family):
         assert torch.allclose(soup[k], layerwise_flat[k], atol=1e-6)
 
 
-def test_default_keeps_the_anchor_at_the_last_layer_and_unifies_the_first(family):
+def test_default_gives_the_anchor_the_end_weight_at_the_last_layer_and_unifies_the_first(family):
     _, models = family
     out = merged(models, anchor=1)
-    assert torch.equal(out["head.weight"], models[1]["head.weight"])  # depth 1, end weight 1
+    last = 0.75 * models[1]["head.weight"] + 0.125 * (models[0]["head.weight"] + models[2]["head.weight"])
+    assert torch.allclose(out["head.weight"], last, atol=1e-6)  # depth 1, default end weight 0.75
+    assert torch.equal(merged(models, anchor=1, end_weight=1.0)["head.weight"], models[1]["head.weight"])
     first = sum(m["stem.conv.weight"] for m in models) / 3
     assert torch.allclose(out["stem.conv.weight"], first, atol=1e-6)
 
@@ -54,7 +56,7 @@ def test_middle_layer_follows_the_schedule(family):
     t = layer.depth
     h = 1 / 3 + (1 - 1 / 3) * (t - 0.5) / 0.5
     assert layer.weights == pytest.approx((h, (1 - h) / 2, (1 - h) / 2))
-    out = merged(models)
+    out = merged(models, end_weight=1.0)
     expected = h * models[0]["block.1.fc1.weight"] + (1 - h) / 2 * (
         models[1]["block.1.fc1.weight"] + models[2]["block.1.fc1.weight"]
     )

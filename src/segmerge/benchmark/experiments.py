@@ -42,6 +42,8 @@ class ClaimRun:
     oracle: float
     merges: list[ScoredMerge]
     controls: dict[str, float] = field(default_factory=dict)
+    #: Merges chosen or learned without target labels (see :mod:`segmerge.benchmark.label_free`).
+    label_free: dict = field(default_factory=dict)
 
     @property
     def best_single(self) -> float:

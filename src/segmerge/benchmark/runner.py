@@ -19,6 +19,7 @@ import torch
 from segmerge.benchmark.candidates import named_candidates, sweep_candidates
 from segmerge.benchmark.claims import CLAIMS
 from segmerge.benchmark.experiments import ClaimRun, run_claim
+from segmerge.benchmark.label_free import tune_claim
 from segmerge.benchmark.models import DataCache, ModelZoo, oracle_spec, regime_specs, unshared_init_spec
 from segmerge.benchmark.scoring import score
 from segmerge.benchmark.settings import BenchSettings
@@ -130,6 +131,18 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         settings.sweep,
                         workdir,
                     )
+                if settings.tune is not None:
+                    with stage("label-free tuning"):
+                        run.label_free = tune_claim(
+                            claim,
+                            models,
+                            run.singles,
+                            data.target_train().unlabelled(),
+                            test,
+                            workdir / "tune",
+                            settings.tune,
+                            seed,
+                        )
                 runs.append(run)
                 if seed == settings.seeds[0]:
                     first_models[(regime, claim.name)] = {"models": models, "merges": kept, "oracle": oracle_path}

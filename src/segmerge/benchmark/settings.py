@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from segmerge.benchmark.label_free import TuneSettings
 from segmerge.errors import SegmergeError
 from segmerge.training import PRETRAIN_CONFIG, TrainConfig
 
@@ -88,6 +89,8 @@ class BenchSettings:
     unshared_init_control: bool = True
     #: Images per model in the evaluation report's qualitative grid.
     qualitative: int = 4
+    #: Label-free choice and learning of the merge (``segmerge tune``) per claim run; None skips it.
+    tune: TuneSettings | None = TuneSettings()
     #: Test images the per-claim evaluation reports (per-class bars, confusion, grid) are computed on.
     report_images: int = 50
 
@@ -118,4 +121,5 @@ QUICK = BenchSettings(
     unshared_init_control=False,
     qualitative=2,
     report_images=12,
+    tune=TuneSettings(images=16, learn_steps=10, ramp_starts=(0.5,), end_weights=(1.0,)),
 )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from segmerge.benchmark.claims import CLAIMS, HEADLINE_CLAIMS
 from segmerge.benchmark.experiments import ClaimRun, run_claim
+from segmerge.benchmark.label_free import TuneSettings, learned_merge
 from segmerge.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
 from segmerge.benchmark.scoring import score
 from segmerge.benchmark.settings import FULL, TARGET, BenchSettings, Sweep
@@ -86,7 +87,13 @@ def shipped_manifest(folder: Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-def demo_runs(workdir: Path, test_images: int | None = None, log=print, folder: Path | None = None) -> list[ClaimRun]:
+DEMO_TUNING = TuneSettings(images=16, learn_steps=20)
+"""The demo's learned merge: 20 steps on 16 unlabelled target training images per claim."""
+
+
+def demo_runs(
+    workdir: Path, test_images: int | None = None, log=print, folder: Path | None = None, tune: bool = True
+) -> list[ClaimRun]:
     """Merge the shipped models (soup and the default layer-wise merge) and score everything on
     freshly rendered target test images - the same images as the run that trained them.
     ``folder``: another folder written by :func:`export` instead of the package's."""
@@ -103,6 +110,9 @@ def demo_runs(workdir: Path, test_images: int | None = None, log=print, folder: 
         SyntheticDataset(TARGET, n=n, seed=manifest["data_seed"], split="test"), name="target/test"
     )
     oracle = score([shipped(manifest["oracle"])], test)
+    unlabelled = TrainingData.from_samples(
+        SyntheticDataset(TARGET, n=DEMO_TUNING.images, seed=manifest["data_seed"], split="train"), labelled=False
+    ).images
     runs = []
     for regime, files in manifest["regimes"].items():
         paths = {role: shipped(name) for role, name in files.items()}
@@ -123,6 +133,19 @@ def demo_runs(workdir: Path, test_images: int | None = None, log=print, folder: 
                 NO_SWEEP,
                 Path(workdir) / regime / claim.name,
             )
+            if tune:
+                from segmerge.tuning import TuningModels
+
+                run.label_free["learned_miou"], _ = learned_merge(
+                    claim,
+                    TuningModels.open([str(m) for m in models]),
+                    models,
+                    unlabelled,
+                    test,
+                    Path(workdir) / regime / claim.name,
+                    DEMO_TUNING,
+                    manifest["seed"],
+                )
             runs.append(run)
     return runs
 

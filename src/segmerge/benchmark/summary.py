@@ -57,6 +57,22 @@ def rows(runs: Sequence[ClaimRun]) -> list[Row]:
     best = [r.sweep_best for r in runs]
     picks = Counter(b.name for b in best).most_common(1)[0][0]
     out.append(Row("sweep best (chosen with target labels)", Stat([b.miou for b in best]), note=f"most often: {picks}"))
+    if first.label_free and "pick_miou" not in first.label_free:
+        out.append(
+            Row("learned per-layer weights (no target labels)", Stat([r.label_free["learned_miou"] for r in runs]))
+        )
+    elif first.label_free:
+        criterion = first.label_free["criterion"]
+        out.append(
+            Row(
+                f"unsupervised pick ({criterion}, no target labels)",
+                Stat([r.label_free["pick_miou"] for r in runs]),
+                note="most often: " + Counter(r.label_free["pick"] for r in runs).most_common(1)[0][0],
+            )
+        )
+        out.append(
+            Row("learned per-layer weights (no target labels)", Stat([r.label_free["learned_miou"] for r in runs]))
+        )
     for name in first.controls:
         out.append(Row(name, Stat([r.controls[name] for r in runs if name in r.controls]), note="first seed only"))
     out.append(Row("target oracle (trained on target labels)", Stat([r.oracle for r in runs]), note="upper bound"))
@@ -83,7 +99,30 @@ def claim_numbers(runs: Sequence[ClaimRun]) -> dict:
         "sweep_best_with_target_labels": round(Stat([r.sweep_best.miou for r in runs]).mean, 2) if swept else None,
         "oracle": round(Stat([r.oracle for r in runs]).mean, 2),
         "gain": round(layerwise - best, 2),
+        **label_free_numbers(runs),
         "seeds": sorted({r.seed for r in runs}),
+    }
+
+
+def mean_correlations(runs: Sequence[ClaimRun]) -> dict[str, float]:
+    names = runs[0].label_free.get("rank_correlation", {})
+    out = {}
+    for name in names:
+        values = [r.label_free["rank_correlation"][name] for r in runs]
+        values = [v for v in values if v == v]  # NaN when a criterion or mIoU was constant
+        out[name] = round(statistics.fmean(values), 2) if values else None
+    return out
+
+
+def label_free_numbers(runs: Sequence[ClaimRun]) -> dict:
+    if not runs[0].label_free:
+        return {}
+    if "pick_miou" not in runs[0].label_free:  # the demo learns the merge but does not search
+        return {"tuned": round(Stat([r.label_free["learned_miou"] for r in runs]).mean, 2)}
+    return {
+        "unsupervised_pick": round(Stat([r.label_free["pick_miou"] for r in runs]).mean, 2),
+        "tuned": round(Stat([r.label_free["learned_miou"] for r in runs]).mean, 2),
+        "rank_correlation": mean_correlations(runs),
     }
 
 
@@ -129,5 +168,14 @@ def markdown_tables(runs: Sequence[ClaimRun]) -> str:
         for row in table:
             delta = row.stat.mean - best
             lines.append(f"| {row.label} | {row.stat.text()} | {delta:+.1f} | {row.cost}x | {row.note} |")
+        if group[0].label_free.get("rank_correlation"):
+            rho = ", ".join(
+                f"{k} {v:+.2f}" if v is not None else f"{k} n/a" for k, v in mean_correlations(group).items()
+            )
+            lines += [
+                "",
+                f"Spearman rank correlation of each label-free criterion with target mIoU over the tuning "
+                f"candidates (mean over seeds): {rho}.",
+            ]
         lines.append("")
     return "\n".join(lines)

@@ -28,6 +28,9 @@ def demo(
         Path | None, typer.Option("--out", help="write the merged checkpoints and the report to this folder")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the claims as one JSON object")] = False,
+    tune: Annotated[
+        bool, typer.Option("--tune/--no-tune", help="also learn the merge from unlabelled target images (~20 s)")
+    ] = True,
     test_images: Annotated[
         int | None, typer.Option("--test-images", help="target test images to score on (default: the run's)")
     ] = None,
@@ -44,7 +47,7 @@ def demo(
     )
     with tempfile.TemporaryDirectory(prefix="segmerge-demo-") as scratch:
         workdir = out / "merges" if out is not None else Path(scratch)
-        runs = demo_runs(workdir, test_images, log)
+        runs = demo_runs(workdir, test_images, log, tune=tune)
         claims = claims_object(runs)
         if out is not None:
             manifest = shipped_manifest()
@@ -66,7 +69,17 @@ def demo(
 
 
 def print_claims(claims: dict) -> None:
-    header = ("claim", "regime", "best single", "uniform soup", "layer-wise", "ensemble (cost)", "gain", "paper's gain")
+    header = (
+        "claim",
+        "regime",
+        "best single",
+        "uniform soup",
+        "layer-wise",
+        "learned",
+        "ensemble (cost)",
+        "gain",
+        "paper's gain",
+    )
     rows = [header]
     for claim in claims["claims"]:
         for regime, n in claim["by_regime"].items():
@@ -77,6 +90,7 @@ def print_claims(claims: dict) -> None:
                     f"{n['best_single']:.1f}",
                     f"{n['uniform_soup']:.1f}",
                     f"{n['layerwise']:.1f}",
+                    f"{n['tuned']:.1f}" if n.get("tuned") is not None else "-",
                     f"{n['ensemble']:.1f} ({n['ensemble_cost']}x)",
                     f"{n['gain']:+.1f}",
                     f"+{claim['paper_gain']}" if claim["paper_gain"] is not None else "-",

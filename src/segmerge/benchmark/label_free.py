@@ -1,0 +1,131 @@
+"""Merges chosen or learned from unlabelled target images (``segmerge tune``), scored like the rest.
+
+Per claim run: the tuning search scores a grid of recipes by its label-free criteria on
+unlabelled target training images; every candidate is then also scored on the labelled
+test split, which gives each criterion's rank correlation with true mIoU and the true
+mIoU of the recipe the search picks. The learned merge (per-layer weights by gradient on
+the same images) is written as an ordinary checkpoint and scored too. Target labels are
+used only to score, never to choose.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from segmerge import api
+from segmerge.benchmark.claims import Claim
+from segmerge.benchmark.scoring import score
+from segmerge.training import TrainingData
+
+CRITERIA_SIGNS = {"entropy": -1.0, "agreement": 1.0, "consistency": 1.0}
+"""Higher is better for every criterion once entropy (lower is better) is negated."""
+PICK_CRITERION = "agreement"
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    images: int = 32
+    learn_steps: int = 60
+    ramp_starts: tuple[float, ...] = (0.0, 0.5)
+    end_weights: tuple[float, ...] = (0.75, 1.0)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def tune_claim(
+    claim: Claim,
+    models: list[Path],
+    singles: list[float],
+    images: TrainingData,
+    test: TrainingData,
+    workdir: Path,
+    settings: TuneSettings,
+    seed: int,
+) -> dict:
+    from segmerge.tuning import TuningModels, candidate_grid, search
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    rename = claim.rename_for(0)
+    unlabelled = images.images[: settings.images]
+    tuning_models = TuningModels.open([str(m) for m in models])
+    grid = candidate_grid(
+        len(models),
+        anchors=(0,),
+        ramp_starts=settings.ramp_starts,
+        end_weights=settings.end_weights,
+        ramps=("linear",),
+        soup_anchor_weights=(0.75,),
+    )
+    found = search(
+        tuning_models, unlabelled, anchor=0, rename=rename, candidates=grid, criterion=PICK_CRITERION, seed=seed
+    )
+    suffix = models[0].suffix
+    truths = []
+    for i, row in enumerate(found.rows):
+        if len(row.candidate.models) == 1:
+            truths.append(singles[row.candidate.models[0]])
+            continue
+        output = workdir / f"candidate{i}{suffix}"
+        api.merge(row.recipe, output=output, overwrite=True)
+        truths.append(score([output], test))
+        _remove(output)
+    correlation = {
+        name: _spearman([sign * getattr(r, name) for r in found.rows], truths) for name, sign in CRITERIA_SIGNS.items()
+    }
+    learned_miou, learned = learned_merge(claim, tuning_models, models, unlabelled, test, workdir, settings, seed)
+    return {
+        "criterion": PICK_CRITERION,
+        "pick": found.chosen.candidate.name,
+        "pick_miou": truths[found.best],
+        "learned_miou": learned_miou,
+        "learned_loss": [learned.initial_loss, learned.final_loss],
+        "rank_correlation": correlation,
+        "candidates": [
+            {
+                "name": r.candidate.name,
+                "entropy": r.entropy,
+                "agreement": r.agreement,
+                "consistency": r.consistency,
+                "miou": t,
+            }
+            for r, t in zip(found.rows, truths, strict=True)
+        ],
+    }
+
+
+def learned_merge(
+    claim: Claim,
+    tuning_models,
+    models: list[Path],
+    unlabelled,
+    test: TrainingData,
+    workdir: Path,
+    settings: TuneSettings,
+    seed: int,
+):
+    """Learn per-layer weights on ``unlabelled`` images (anchor: the claim's first model), write the
+    merge as a checkpoint and score it on ``test``; returns (mIoU, the learn result)."""
+    from segmerge.tuning import learn, write_tuned
+
+    rename = claim.rename_for(0)
+    learned = learn(tuning_models, unlabelled, anchor=0, rename=rename, steps=settings.learn_steps, seed=seed)
+    output = Path(workdir) / f"learned{models[0].suffix}"
+    _remove(output)
+    write_tuned(learned.recipe, output, learned.state_dict, overwrite=True)
+    return score([output], test), learned
