@@ -48,37 +48,15 @@ def named_candidates() -> list[Candidate]:
 
 def sweep_candidates(sweep: Sweep) -> list[Candidate]:
     defaults = default_parameters()
-    out = []
-    for t0 in sweep.ramp_starts:
-        for h in sweep.end_weights:
-            out.append(
-                Candidate(
-                    f"t0={t0:g} h_end={h:g} linear, anchor A",
-                    SWEEP,
-                    0,
-                    {"method": "layerwise", "ramp_start": t0, "end_weight": h, "ramp": "linear"},
-                )
-            )
-    for ramp in sweep.ramps:
-        t0, h = defaults["ramp_start"], defaults["end_weight"]
-        out.append(
-            Candidate(
-                f"t0={t0:g} h_end={h:g} {ramp}, anchor A",
-                SWEEP,
-                0,
-                {"method": "layerwise", "ramp_start": t0, "end_weight": h, "ramp": ramp},
-            )
-        )
-    for h in sweep.other_anchor_end_weights:
-        t0 = defaults["ramp_start"]
-        out.append(
-            Candidate(
-                f"t0={t0:g} h_end={h:g} linear, anchor B",
-                SWEEP,
-                1,
-                {"method": "layerwise", "ramp_start": t0, "end_weight": h, "ramp": "linear"},
-            )
-        )
+
+    def layerwise(t0: float, h: float, ramp: str, anchor: int) -> Candidate:
+        options = {"method": "layerwise", "ramp_start": t0, "end_weight": h, "ramp": ramp}
+        return Candidate(f"t0={t0:g} h_end={h:g} {ramp}, anchor {'AB'[anchor]}", SWEEP, anchor, options)
+
+    t0, h = defaults["ramp_start"], defaults["end_weight"]
+    out = [layerwise(start, end, "linear", 0) for start in sweep.ramp_starts for end in sweep.end_weights]
+    out += [layerwise(t0, h, ramp, 0) for ramp in sweep.ramps]
+    out += [layerwise(t0, end, "linear", 1) for end in sweep.other_anchor_end_weights]
     for w in sweep.soup_weights:
         out.append(Candidate(f"soup weights {w:g}/{1 - w:g}", SWEEP, 0, {"method": "linear", "weights": [w, 1 - w]}))
     return out
