@@ -109,13 +109,17 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
         with stage("scoring"):
             oracle = score([oracle_path], test)
         for regime in settings.regimes:
-            specs = regime_specs(regime, seed)
+            claims = [c for c in CLAIMS if c.name in settings.claims]
+            roles = {role for c in claims for role in c.roles} | (
+                {"UDA A"} if settings.unshared_init_control else set()
+            )
+            specs = {role: spec for role, spec in regime_specs(regime, seed).items() if role in roles}
             log(f"seed {seed}, regime {regime}: training {len(specs)} models")
             with stage("training"):
                 paths = {role: zoo.path(spec) for role, spec in specs.items()}
             with stage("scoring"):
                 single = {role: score([path], test) for role, path in paths.items()}
-            for claim in CLAIMS:
+            for claim in claims:
                 models = [paths[role] for role in claim.roles]
                 log(f"  {claim.name}: {candidates} merges")
                 workdir = out / "merges" / f"seed{seed}" / regime / claim.name

@@ -89,6 +89,8 @@ class BenchSettings:
     unshared_init_control: bool = True
     #: Images per model in the evaluation report's qualitative grid.
     qualitative: int = 4
+    #: The claims to run (names in :data:`segmerge.benchmark.claims.CLAIMS`); only their models are trained.
+    claims: tuple[str, ...] = ("same-architecture", "same-architecture-source-only", "different-architecture")
     #: Label-free choice and learning of the merge (``segmerge tune``) per claim run; None skips it.
     tune: TuneSettings | None = TuneSettings()
     #: Test images the per-claim evaluation reports (per-class bars, confusion, grid) are computed on.
@@ -98,6 +100,11 @@ class BenchSettings:
         unknown = [r for r in self.regimes if r not in REGIMES]
         if unknown:
             raise SegmergeError(f"unknown regimes {unknown}; choose from {', '.join(REGIMES)}")
+        from segmerge.benchmark.claims import CLAIMS
+
+        known = [c.name for c in CLAIMS]
+        if not self.claims or any(c not in known for c in self.claims):
+            raise SegmergeError(f"claims {list(self.claims)}: choose one or more of {', '.join(known)}")
         if not self.seeds:
             raise SegmergeError("a benchmark run needs at least one seed")
 
@@ -121,5 +128,6 @@ QUICK = BenchSettings(
     unshared_init_control=False,
     qualitative=2,
     report_images=12,
-    tune=TuneSettings(images=16, learn_steps=10, ramp_starts=(0.5,), end_weights=(1.0,)),
+    tune=TuneSettings(images=8, learn_steps=5, ramp_starts=(0.5,), end_weights=(1.0,)),
+    claims=("same-architecture", "different-architecture"),
 )
