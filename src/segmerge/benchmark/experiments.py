@@ -7,7 +7,6 @@ user's files take - and every score through the segmenter adapters ``segmerge ev
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from segmerge.benchmark.candidates import DEFAULT, SOUP, Candidate, named_candid
 from segmerge.benchmark.claims import Claim
 from segmerge.benchmark.scoring import score
 from segmerge.benchmark.settings import Sweep
+from segmerge.benchmark.store import remove_path
 from segmerge.merging.plan import Action
 from segmerge.training import TrainingData
 
@@ -95,7 +95,7 @@ def merge_and_score(
         candidate.name, candidate.group, candidate.anchor, candidate.options, miou, anchor_weights(models, options)
     )
     if not keep:
-        shutil.rmtree(output) if output.is_dir() else output.unlink()
+        remove_path(output)
         return scored, None
     return scored, output
 

@@ -11,13 +11,13 @@ used only to score, never to choose.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from segmerge import api
 from segmerge.benchmark.claims import Claim
 from segmerge.benchmark.scoring import score
+from segmerge.benchmark.store import remove_path
 from segmerge.training import TrainingData
 
 CRITERIA_SIGNS = {"entropy": -1.0, "agreement": 1.0, "consistency": 1.0}
@@ -31,13 +31,6 @@ class TuneSettings:
     learn_steps: int = 60
     ramp_starts: tuple[float, ...] = (0.0, 0.5)
     end_weights: tuple[float, ...] = (0.75, 1.0)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -84,7 +77,7 @@ def tune_claim(
         output = workdir / f"candidate{i}{suffix}"
         api.merge(row.recipe, output=output, overwrite=True)
         truths.append(score([output], test))
-        _remove(output)
+        remove_path(output)
     correlation = {
         name: _spearman([sign * getattr(r, name) for r in found.rows], truths) for name, sign in CRITERIA_SIGNS.items()
     }
@@ -126,6 +119,6 @@ def learned_merge(
     rename = claim.rename_for(0)
     learned = learn(tuning_models, unlabelled, anchor=0, rename=rename, steps=settings.learn_steps, seed=seed)
     output = Path(workdir) / f"learned{models[0].suffix}"
-    _remove(output)
+    remove_path(output)
     write_tuned(learned.recipe, output, learned.state_dict, overwrite=True)
     return score([output], test), learned

@@ -25,7 +25,7 @@ from segmerge.benchmark.label_free import TuneSettings, learned_merge
 from segmerge.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
 from segmerge.benchmark.scoring import score
 from segmerge.benchmark.settings import FULL, TARGET, BenchSettings, Sweep
-from segmerge.benchmark.store import ArtifactStore
+from segmerge.benchmark.store import ArtifactStore, remove_path
 from segmerge.errors import SegmergeError
 from segmerge.training import TrainingData
 
@@ -67,10 +67,7 @@ def export(bench_out: Path, dest: Path | None = None, settings: BenchSettings = 
 
 
 def _copy(source: Path, target: Path) -> None:
-    if target.is_dir():
-        shutil.rmtree(target)
-    elif target.exists():
-        target.unlink()
+    remove_path(target)
     if source.is_dir():
         shutil.copytree(source, target)
     else:

@@ -24,6 +24,14 @@ CACHE_VERSION = 1
 """Bump when training or rendering code changes what an artefact holds."""
 
 
+def remove_path(path: Path) -> None:
+    """Delete a checkpoint whichever its layout: a folder (Hugging Face) or a file; nothing if absent."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def cache_key(**fields) -> str:
     """A short stable hash of JSON-able ``fields``."""
     text = json.dumps({"version": CACHE_VERSION, **fields}, sort_keys=True, default=str)
@@ -47,18 +55,12 @@ class ArtifactStore:
         self.misses += 1
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        if temporary.is_dir():
-            shutil.rmtree(temporary)
-        elif temporary.exists():
-            temporary.unlink()
+        remove_path(temporary)
         try:
             make(temporary)
             os.replace(temporary, path)
         finally:
-            if temporary.is_dir():
-                shutil.rmtree(temporary, ignore_errors=True)
-            elif temporary.exists():
-                temporary.unlink()
+            remove_path(temporary)
         return path
 
     def data(self, name: str, key: str, render: Callable[[], TrainingData]) -> TrainingData:
