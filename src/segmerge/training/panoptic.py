@@ -37,6 +37,7 @@ from segmerge.training.panoptic_loss import (
     panoptic_loss,
     upsampled_outputs,
 )
+from segmerge.training.self_training import self_training_streams
 from segmerge.training.teacher import EMATeacher
 from segmerge.zoo.panoptic import PanopticModel
 
@@ -87,9 +88,7 @@ def train_panoptic_uda(
     teacher = EMATeacher(student, config.ema_alpha)
     things = torch.tensor(sorted(thing_ids))
     with reproducible(config):
-        source_stream = batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip)
-        target_stream = batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip)
-        mixing = seeded_generator(config.seed, 2)
+        source_stream, target_stream, mixing = self_training_streams(source, target, config)
 
         def step_loss(step: int):
             src, tgt = next(source_stream), next(target_stream)

@@ -22,6 +22,16 @@ from segmerge.training.teacher import EMATeacher
 from segmerge.zoo.models import segment
 
 
+def self_training_streams(source: TrainingData, target: TrainingData, config: TrainConfig):
+    """The seeded random streams of a self-training run: source batches, target batches, and the
+    generator ClassMix draws from - one per purpose, so a run is reproducible from its seed."""
+    return (
+        batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip),
+        batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip),
+        seeded_generator(config.seed, 2),
+    )
+
+
 def train_uda(
     start: nn.Module, source: TrainingData, target: TrainingData, config: TrainConfig
 ) -> tuple[nn.Module, dict]:
@@ -37,9 +47,7 @@ def train_uda(
     student = copy.deepcopy(start)
     teacher = EMATeacher(student, config.ema_alpha)
     with reproducible(config):
-        source_stream = batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip)
-        target_stream = batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip)
-        mixing = seeded_generator(config.seed, 2)
+        source_stream, target_stream, mixing = self_training_streams(source, target, config)
 
         def step_loss(step: int):
             src, tgt = next(source_stream), next(target_stream)
