@@ -25,6 +25,7 @@ from segmerge.tuning.criteria import (
 )
 from segmerge.tuning.learn import pixel_loss
 from segmerge.tuning.output import recipe_path
+from segmerge.tuning.search import default_anchors
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DAFORMER_ONTO_SEGFORMER = {1: [(r"^backbone\.", "segformer.encoder.")]}
@@ -233,6 +234,25 @@ def test_search_scores_every_candidate_and_returns_the_chosen_merge(zoo, target_
     assert 0 <= alone.agreement <= 100 and 0 <= alone.consistency <= 100
     assert json.loads(result.to_json())["chosen"] == result.chosen.candidate.name
     assert "| **>** |" in result.to_markdown()
+
+
+def test_rules_for_both_models_let_the_search_try_each_as_anchor(zoo, target_images):
+    both = {0: [(r"^segformer\.encoder\.", "backbone.")], **DAFORMER_ONTO_SEGFORMER}
+    models = TuningModels.open([zoo["seg_a"], zoo["daformer"]])
+    assert default_anchors(models, 0, DAFORMER_ONTO_SEGFORMER) == [0]  # the SegFormer has no rules: only it anchors
+    assert default_anchors(models, 0, both) == [0, 1]
+    grid = candidate_grid(2, anchors=(0, 1), ramp_starts=(0.5,), end_weights=(1.0,), ramps=("linear",))
+    result = search(models, target_images[:4], rename=both, candidates=grid)
+    for row in result.rows:  # a model's rules apply only when it is a donor
+        renamed = [i for i, m in enumerate(row.recipe.models) if m.rename]
+        assert renamed == [1 - row.candidate.anchor], row.candidate.name
+    flipped = next(
+        r for r in result.rows if r.candidate.anchor == 1 and r.candidate.options.get("method") == "layerwise"
+    )
+    merged = api.merge(flipped.recipe)
+    assert any(k.startswith("backbone.") for k in merged) and not any(k.startswith("segformer.") for k in merged)
+    learned = learn(models, target_images[:4], anchor=1, rename=both, steps=1, batch_size=4)
+    assert [bool(m.rename) for m in learned.recipe.models] == [True, False]
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Merges chosen or learned from unlabelled target images (``segmerge tune``), scored like the rest.
 
-Per claim run: the tuning search scores a grid of recipes by its label-free criteria on
+Per claim run: the tuning search scores a grid of recipes - each model as anchor, the
+claim's renames applied to whichever is the donor - by its label-free criteria on
 unlabelled target training images; every candidate is then also scored on the labelled
 test split, which gives each criterion's rank correlation with true mIoU and the true
 mIoU of the recipe the search picks. The learned merge (per-layer weights by gradient on
-the same images) is written as an ordinary checkpoint and scored too. Target labels are
-used only to score, never to choose.
+the same images, on the anchor of the search's pick) is written as an ordinary
+checkpoint and scored too. Target labels are used only to score, never to choose.
 """
 
 from __future__ import annotations
@@ -54,37 +55,39 @@ def tune_claim(
     from segmerge.tuning import TuningModels, candidate_grid, search
 
     workdir.mkdir(parents=True, exist_ok=True)
-    rename = claim.rename_for(0)
     unlabelled = images.images[: settings.images]
     tuning_models = TuningModels.open([str(m) for m in models])
     grid = candidate_grid(
         len(models),
-        anchors=(0,),
+        anchors=tuple(range(len(models))),
         ramp_starts=settings.ramp_starts,
         end_weights=settings.end_weights,
         ramps=("linear",),
         soup_anchor_weights=(0.75,),
     )
     found = search(
-        tuning_models, unlabelled, anchor=0, rename=rename, candidates=grid, criterion=PICK_CRITERION, seed=seed
+        tuning_models, unlabelled, rename=claim.renames, candidates=grid, criterion=PICK_CRITERION, seed=seed
     )
-    suffix = models[0].suffix
     truths = []
     for i, row in enumerate(found.rows):
         if len(row.candidate.models) == 1:
             truths.append(singles[row.candidate.models[0]])
             continue
-        output = workdir / f"candidate{i}{suffix}"
+        output = workdir / f"candidate{i}{models[row.candidate.anchor].suffix}"
         api.merge(row.recipe, output=output, overwrite=True)
         truths.append(score([output], test))
         remove_path(output)
     correlation = {
         name: _spearman([sign * getattr(r, name) for r in found.rows], truths) for name, sign in CRITERIA_SIGNS.items()
     }
-    learned_miou, learned = learned_merge(claim, tuning_models, models, unlabelled, test, workdir, settings, seed)
+    anchor = found.chosen.candidate.anchor
+    learned_miou, learned = learned_merge(
+        claim, tuning_models, models, unlabelled, test, workdir, settings, seed, anchor
+    )
     return {
         "criterion": PICK_CRITERION,
         "pick": found.chosen.candidate.name,
+        "learned_anchor": anchor,
         "pick_miou": truths[found.best],
         "learned_miou": learned_miou,
         "learned_loss": [learned.initial_loss, learned.final_loss],
@@ -111,14 +114,15 @@ def learned_merge(
     workdir: Path,
     settings: TuneSettings,
     seed: int,
+    anchor: int = 0,
 ):
-    """Learn per-layer weights on ``unlabelled`` images (anchor: the claim's first model), write the
-    merge as a checkpoint and score it on ``test``; returns (mIoU, the learn result)."""
+    """Learn per-layer weights on ``unlabelled`` images on ``anchor``'s network, write the merge as
+    a checkpoint and score it on ``test``; returns (mIoU, the learn result)."""
     from segmerge.tuning import learn, write_tuned
 
-    rename = claim.rename_for(0)
-    learned = learn(tuning_models, unlabelled, anchor=0, rename=rename, steps=settings.learn_steps, seed=seed)
-    output = Path(workdir) / f"learned{models[0].suffix}"
+    rename = claim.rename_for(anchor)
+    learned = learn(tuning_models, unlabelled, anchor=anchor, rename=rename, steps=settings.learn_steps, seed=seed)
+    output = Path(workdir) / f"learned{models[anchor].suffix}"
     remove_path(output)
     write_tuned(learned.recipe, output, learned.state_dict, overwrite=True)
     return score([output], test), learned

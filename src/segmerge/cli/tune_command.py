@@ -59,7 +59,12 @@ def tune(
     size: Annotated[str | None, typer.Option("--size", help="resize target images to HxW")] = None,
     anchor: Annotated[int, typer.Option("--anchor", help="0-based position of the anchor")] = 0,
     rename: Annotated[
-        list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--rename",
+            help="N:PATTERN=REPL, maps model N's keys onto the anchor's when N is a donor (repeatable); "
+            "rules for every model let --search grid try each model as anchor",
+        ),
     ] = None,
     adabn: Annotated[
         bool, typer.Option("--adabn", help="re-estimate BatchNorm statistics on the target images")

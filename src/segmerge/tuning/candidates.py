@@ -37,10 +37,17 @@ class Candidate:
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def recipe_options(self, rename: Rename | None = None) -> dict[str, Any]:
-        """make_recipe options for the subset ``models`` (rename and weights re-indexed to it)."""
+        """make_recipe options for the subset ``models`` (rename and weights re-indexed to it).
+
+        ``rename`` holds rules for any model; a model's rules apply when it is a donor, never to
+        this candidate's anchor, so one mapping serves every anchor of a search."""
         position = {m: i for i, m in enumerate(self.models)}
         options = {**self.options, "anchor": position[self.anchor]}
-        renames = {position[int(i)]: list(rules) for i, rules in (rename or {}).items() if int(i) in position}
+        renames = {
+            position[int(i)]: list(rules)
+            for i, rules in (rename or {}).items()
+            if int(i) in position and int(i) != self.anchor  # an anchor keeps its own names
+        }
         if renames:
             options["rename"] = renames
         return options

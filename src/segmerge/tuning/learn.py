@@ -208,8 +208,9 @@ def learn(
     images = load_images(images)
     torch.manual_seed(seed)
     options = {"method": "linear", **dict(init or {}), "anchor": anchor}
-    if rename:
-        options["rename"] = rename
+    donor_rules = {int(i): rules for i, rules in (rename or {}).items() if int(i) != anchor and rules}
+    if donor_rules:
+        options["rename"] = donor_rules  # rules given for the anchor itself apply only when it is a donor
     opened = api.open_merge(models.states, **dict(options))
     merge = FunctionalMerge(opened.plan, models.states, runtime.device)
     network = models.bound(anchor)

@@ -135,12 +135,19 @@ class SearchResult:
 
 
 def default_anchors(models: TuningModels, anchor: int, rename: Rename | None) -> list[int]:
-    """Every model may anchor when all hold the same keys and no rename is given; otherwise the anchor given."""
+    """The anchor given first, then every other model that can anchor.
+
+    With ``rename``, a model can anchor when every other model has rules onto its names
+    (rules given for both models of a pair let each anchor; rules for donors only keep the
+    anchor given). Without, every model can anchor when all hold the same keys and shapes.
+    """
+    others = [i for i in range(len(models)) if i != anchor]
     if rename:
-        return [anchor]
+        ruled = {int(i) for i, rules in rename.items() if rules}
+        return [anchor, *[i for i in others if all(j in ruled for j in range(len(models)) if j != i)]]
     first = {k: tuple(v.shape) for k, v in models.states[0].items()}
     if all({k: tuple(v.shape) for k, v in s.items()} == first for s in models.states[1:]):
-        return [anchor, *[i for i in range(len(models)) if i != anchor]]
+        return [anchor, *others]
     return [anchor]
 
 
