@@ -75,20 +75,23 @@ def test_store_reuses_what_it_made_and_leaves_nothing_when_making_fails(tmp_path
 @pytest.mark.slow
 def test_bench_quick_end_to_end_then_reuses_its_cache(tmp_path):
     runner = CliRunner()
-    first = runner.invoke(app, ["bench", "--quick", "--out", str(tmp_path)], catch_exceptions=False)
+    first = runner.invoke(app, ["bench", "--quick", "--out", str(tmp_path), "--eval-reports"], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     report = tmp_path / "report"
     for name in ("bench.md", "bench.json", "claims.json", "anchor_weights.png"):
         assert (report / name).is_file(), name
     evaluation = report / "evaluation" / "appearance" / "same-architecture"
     assert (evaluation / "results.md").is_file() and (evaluation / "qualitative.png").is_file()
+    panoptic_report = (report / "evaluation" / "classes" / "semantic-to-panoptic" / "results.md").read_text()
+    assert "PQ" in panoptic_report
     claims = json.loads((report / "claims.json").read_text())["claims"]
-    assert {c["name"] for c in claims} >= {"same-architecture", "different-architecture"}
+    assert [c["name"] for c in claims] == ["same-architecture", "different-architecture", "semantic-to-panoptic"]
     assert all(set(c["by_regime"]) == {"appearance", "classes"} for c in claims)
+    panoptic = claims[-1]
+    assert panoptic["metric"] == "PQ" and 0 <= panoptic["layerwise"] <= 100
+    assert set(panoptic["details"]["layer-wise (default)"]) == {"PQ things", "PQ stuff", "mIoU"}
 
-    again = runner.invoke(
-        app, ["bench", "--quick", "--out", str(tmp_path), "--json", "--no-eval-reports"], catch_exceptions=False
-    )
+    again = runner.invoke(app, ["bench", "--quick", "--out", str(tmp_path), "--json"], catch_exceptions=False)
     assert again.exit_code == 0, again.output
     assert "0 made" in again.output
     assert json.loads(again.stdout)["claims"] == claims
@@ -100,8 +103,8 @@ def test_label_free_rows_and_correlations_appear_when_the_runs_were_tuned():
         run.label_free = {
             "criterion": "agreement",
             "pick": "soup",
-            "pick_miou": pick,
-            "learned_miou": learned,
+            "pick_score": pick,
+            "learned_score": learned,
             "rank_correlation": {"agreement": rho, "entropy": -0.2},
         }
     claim = claims_object(runs)["claims"][0]

@@ -46,7 +46,8 @@ def named_candidates() -> list[Candidate]:
     ]
 
 
-def sweep_candidates(sweep: Sweep) -> list[Candidate]:
+def sweep_candidates(sweep: Sweep, anchors: tuple[int, ...] = (0, 1)) -> list[Candidate]:
+    """The sweep's recipes; those anchored on the second model only when it is in ``anchors``."""
     defaults = default_parameters()
 
     def layerwise(t0: float, h: float, ramp: str, anchor: int) -> Candidate:
@@ -56,7 +57,8 @@ def sweep_candidates(sweep: Sweep) -> list[Candidate]:
     t0, h = defaults["ramp_start"], defaults["end_weight"]
     out = [layerwise(start, end, "linear", 0) for start in sweep.ramp_starts for end in sweep.end_weights]
     out += [layerwise(t0, h, ramp, 0) for ramp in sweep.ramps]
-    out += [layerwise(t0, end, "linear", 1) for end in sweep.other_anchor_end_weights]
+    if 1 in anchors:
+        out += [layerwise(t0, end, "linear", 1) for end in sweep.other_anchor_end_weights]
     for w in sweep.soup_weights:
         out.append(Candidate(f"soup weights {w:g}/{1 - w:g}", SWEEP, 0, {"method": "linear", "weights": [w, 1 - w]}))
     return out

@@ -1,10 +1,12 @@
 """The paper's claims as experiments: which two models are merged, and what the paper reports.
 
 Each claim names two model roles of :func:`segmerge.benchmark.models.regime_specs`; the
-first is the default anchor. ``rename`` maps the donor's keys onto the anchor's names when
-the checkpoints use different layouts (a DAFormer ``.pth`` keeps its encoder under
-``backbone.``, a Hugging Face SegFormer under ``segformer.encoder.``) - the same rule a
-user writes for their own files.
+first is the default anchor, and ``anchors`` says which may anchor at all (a semantic
+model cannot anchor a merge with a panoptic one: the merge would lose the panoptic
+output). ``rename`` maps the donor's keys onto the anchor's names when the checkpoints use
+different layouts (a DAFormer or panoptic ``.pth`` keeps its encoder under ``backbone.``,
+a Hugging Face SegFormer under ``segformer.encoder.``) - the same rule a user writes for
+their own files.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Claim:
     #: Rename rules for model i when the other model is the anchor: {i: [(pattern, replacement)]}.
     renames: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     metric: str = "mIoU"
+    #: The models that may anchor a merge (the sweep tries the others as anchor too).
+    anchors: tuple[int, ...] = (0, 1)
 
     def rename_for(self, anchor: int) -> dict[int, list[tuple[str, str]]]:
         return {i: rules for i, rules in self.renames.items() if i != anchor}
@@ -55,7 +59,17 @@ CLAIMS: tuple[Claim, ...] = (
         PAPER_GAINS["different-architecture"],
         renames={0: HF_TO_MMSEG, 1: MMSEG_TO_HF},
     ),
+    Claim(
+        "semantic-to-panoptic",
+        "panoptic model adapted from B (EDAPS-style .pth, the anchor) + semantic SegFormer adapted from A "
+        "(HF folder): the encoders blend, both heads stay the panoptic model's",
+        ("panoptic UDA B", "UDA A"),
+        PAPER_GAINS["semantic-to-panoptic"],
+        renames={1: HF_TO_MMSEG},
+        metric="PQ",
+        anchors=(0,),
+    ),
 )
 
-HEADLINE_CLAIMS = ("same-architecture", "different-architecture")
-"""The claims the demo's JSON reports (the paper's two semantic claims)."""
+HEADLINE_CLAIMS = ("same-architecture", "different-architecture", "semantic-to-panoptic")
+"""The claims the demo's JSON reports (the paper's three claims)."""

@@ -2,10 +2,13 @@
 
 Every merge goes through :func:`segmerge.api.merge` on the saved checkpoints - the path a
 user's files take - and every score through the segmenter adapters ``segmerge eval`` uses.
+Scores are in the claim's metric (mIoU, or PQ for the panoptic claim); ``details`` keeps
+the numbers beside it (PQ things and stuff, the semantic output's mIoU).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,11 +16,13 @@ from pathlib import Path
 from segmerge import api
 from segmerge.benchmark.candidates import DEFAULT, SOUP, Candidate, named_candidates, sweep_candidates
 from segmerge.benchmark.claims import Claim
-from segmerge.benchmark.scoring import score
+from segmerge.benchmark.scoring import measure
 from segmerge.benchmark.settings import Sweep
 from segmerge.benchmark.store import remove_path
 from segmerge.merging.plan import Action
 from segmerge.training import TrainingData
+
+ENSEMBLE = "output ensemble"
 
 
 @dataclass
@@ -26,9 +31,11 @@ class ScoredMerge:
     group: str
     anchor: int
     options: dict
-    miou: float
+    #: In the claim's metric (percent).
+    score: float
     #: Per merged layer: (depth, anchor weight), from the merge plan.
     anchor_weights: list[tuple[float, float]] = field(default_factory=list)
+    details: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -37,24 +44,29 @@ class ClaimRun:
     regime: str
     seed: int
     models: list[str]
+    #: Each model alone in the claim's metric; NaN where it has none (a semantic model's PQ).
     singles: list[float]
     ensemble: float
+    #: The target oracle's mIoU (a semantic upper bound, whatever the claim's metric).
     oracle: float
     merges: list[ScoredMerge]
     controls: dict[str, float] = field(default_factory=dict)
     #: Merges chosen or learned without target labels (see :mod:`segmerge.benchmark.label_free`).
     label_free: dict = field(default_factory=dict)
+    metric: str = "mIoU"
+    #: The numbers beside the metric, per model alone (by position) and for the ensemble.
+    details: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def best_single(self) -> float:
-        return max(self.singles)
+        return max(s for s in self.singles if not math.isnan(s))
 
     def merge(self, name: str) -> ScoredMerge:
         return next(m for m in self.merges if m.name == name)
 
     @property
     def sweep_best(self) -> ScoredMerge:
-        return max(self.merges, key=lambda m: m.miou)
+        return max(self.merges, key=lambda m: m.score)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,9 +102,15 @@ def merge_and_score(
     options = merge_options(claim, candidate)
     output = workdir / output_name(models, candidate)
     api.merge([str(m) for m in models], output=output, overwrite=True, **options)
-    miou = score([output], test)
+    measured = measure(claim.metric, [output], test)
     scored = ScoredMerge(
-        candidate.name, candidate.group, candidate.anchor, candidate.options, miou, anchor_weights(models, options)
+        candidate.name,
+        candidate.group,
+        candidate.anchor,
+        candidate.options,
+        measured[claim.metric],
+        anchor_weights(models, options),
+        measured,
     )
     if not keep:
         remove_path(output)
@@ -105,26 +123,53 @@ def run_claim(
     regime: str,
     seed: int,
     models: list[Path],
-    singles: list[float],
+    singles: list[dict[str, float]],
     oracle: float,
     test: TrainingData,
     sweep: Sweep,
     workdir: Path,
     progress=None,
 ) -> tuple[ClaimRun, dict[str, Path]]:
-    """Score the ensemble, the named merges (kept on disk for the report) and the sweep."""
+    """Score the ensemble, the named merges (kept on disk for the report) and the sweep.
+
+    ``singles``: each model alone, as :func:`score_singles` measures them."""
     workdir.mkdir(parents=True, exist_ok=True)
-    ensemble = score(models, test)
+    ensemble = measure(claim.metric, models, test)
     merges, kept = [], {}
-    for candidate in [*named_candidates(), *sweep_candidates(sweep)]:
+    for candidate in [*named_candidates(), *sweep_candidates(sweep, claim.anchors)]:
         scored, path = merge_and_score(claim, models, candidate, test, workdir, keep=candidate.group == "named")
         merges.append(scored)
         if path is not None:
             kept[candidate.name] = path
         if progress is not None:
             progress()
-    run = ClaimRun(claim.name, regime, seed, [m.name for m in models], singles, ensemble, oracle, merges)
+    run = ClaimRun(
+        claim.name,
+        regime,
+        seed,
+        [m.name for m in models],
+        [single.get(claim.metric, math.nan) for single in singles],
+        ensemble[claim.metric],
+        oracle,
+        merges,
+        metric=claim.metric,
+        details={**{str(i): single for i, single in enumerate(singles)}, ENSEMBLE: ensemble},
+    )
     return run, kept
 
 
-__all__ = ["DEFAULT", "SOUP", "ClaimRun", "ScoredMerge", "run_claim"]
+def score_singles(
+    claim: Claim, models: list[Path], test: TrainingData, measured: dict[tuple[Path, str], dict[str, float]]
+) -> list[dict[str, float]]:
+    """Each model alone in the claim's metric where it has it (only the anchors can have PQ), else
+    its mIoU; ``measured`` caches scores across the claims of a run."""
+    out = []
+    for i, path in enumerate(models):
+        metric = claim.metric if i in claim.anchors else "mIoU"
+        if (path, metric) not in measured:
+            measured[path, metric] = measure(metric, [path], test)
+        out.append(measured[path, metric])
+    return out
+
+
+__all__ = ["DEFAULT", "SOUP", "ClaimRun", "ScoredMerge", "run_claim", "score_singles"]

@@ -38,7 +38,7 @@ def plot_anchor_weights(runs: Sequence[ClaimRun], path: Path) -> Path:
 
 
 def plot_sweep(runs: Sequence[ClaimRun], path: Path) -> Path | None:
-    """mIoU (mean over seeds) over ramp start x end weight (linear ramp, anchor A), one
+    """The claim's metric (mean over seeds) over ramp start x end weight (linear ramp, anchor A), one
     heat-map per claim, with the best single model's mean in the title."""
     grid = [m for m in runs[0].merges if m.group == SWEEP and m.options.get("ramp") == "linear" and m.anchor == 0]
     starts = sorted({m.options["ramp_start"] for m in grid})
@@ -49,7 +49,7 @@ def plot_sweep(runs: Sequence[ClaimRun], path: Path) -> Path | None:
     for i, t0 in enumerate(starts):
         for j, h in enumerate(ends):
             found = [
-                m.miou
+                m.score
                 for r in runs
                 for m in r.merges
                 if m.group == SWEEP
@@ -78,7 +78,7 @@ def plot_sweep(runs: Sequence[ClaimRun], path: Path) -> Path | None:
     ax.set_yticks(range(len(starts)), [f"{t:g}" for t in starts])
     ax.set_xlabel("end weight h_end")
     ax.set_ylabel("ramp start t0")
-    ax.set_title(f"{runs[0].claim}, {runs[0].regime}\nmIoU (best single {best_single:.1f})", fontsize=8)
+    ax.set_title(f"{runs[0].claim}, {runs[0].regime}\n{runs[0].metric} (best single {best_single:.1f})", fontsize=8)
     fig.colorbar(image, ax=ax)
     return save_figure(fig, path)
 

@@ -1,12 +1,13 @@
 """Merges chosen or learned from unlabelled target images (``segmerge tune``), scored like the rest.
 
-Per claim run: the tuning search scores a grid of recipes - each model as anchor, the
-claim's renames applied to whichever is the donor - by its label-free criteria on
-unlabelled target training images; every candidate is then also scored on the labelled
-test split, which gives each criterion's rank correlation with true mIoU and the true
-mIoU of the recipe the search picks. The learned merge (per-layer weights by gradient on
-the same images, on the anchor of the search's pick) is written as an ordinary
-checkpoint and scored too. Target labels are used only to score, never to choose.
+Per claim run: the tuning search scores a grid of recipes - each model that may anchor
+the claim as anchor, the claim's renames applied to whichever is the donor - by its
+label-free criteria on unlabelled target training images. Every candidate is then also
+scored on the labelled test split, which gives each criterion's rank correlation with the
+true score (mIoU, or PQ for the panoptic claim) and the true score of the recipe the
+search picks. The learned merge (per-layer weights by gradient on the same images, on the
+anchor of the search's pick) is written as an ordinary checkpoint and scored too. Target
+labels are used only to score, never to choose.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from segmerge import api
 from segmerge.benchmark.claims import Claim
-from segmerge.benchmark.scoring import score
+from segmerge.benchmark.scoring import measure
 from segmerge.benchmark.store import remove_path
 from segmerge.training import TrainingData
 
@@ -32,6 +33,8 @@ class TuneSettings:
     learn_steps: int = 60
     ramp_starts: tuple[float, ...] = (0.0, 0.5)
     end_weights: tuple[float, ...] = (0.75, 1.0)
+    #: The anchor's share in the weighted soups the grid tries besides the uniform one.
+    soup_anchor_weights: tuple[float, ...] = (0.75,)
 
 
 def _spearman(x: list[float], y: list[float]) -> float:
@@ -59,11 +62,11 @@ def tune_claim(
     tuning_models = TuningModels.open([str(m) for m in models])
     grid = candidate_grid(
         len(models),
-        anchors=tuple(range(len(models))),
+        anchors=claim.anchors,
         ramp_starts=settings.ramp_starts,
         end_weights=settings.end_weights,
         ramps=("linear",),
-        soup_anchor_weights=(0.75,),
+        soup_anchor_weights=settings.soup_anchor_weights,
     )
     found = search(
         tuning_models, unlabelled, rename=claim.renames, candidates=grid, criterion=PICK_CRITERION, seed=seed
@@ -75,21 +78,21 @@ def tune_claim(
             continue
         output = workdir / f"candidate{i}{models[row.candidate.anchor].suffix}"
         api.merge(row.recipe, output=output, overwrite=True)
-        truths.append(score([output], test))
+        truths.append(measure(claim.metric, [output], test)[claim.metric])
         remove_path(output)
     correlation = {
         name: _spearman([sign * getattr(r, name) for r in found.rows], truths) for name, sign in CRITERIA_SIGNS.items()
     }
     anchor = found.chosen.candidate.anchor
-    learned_miou, learned = learned_merge(
+    learned_score, learned = learned_merge(
         claim, tuning_models, models, unlabelled, test, workdir, settings, seed, anchor
     )
     return {
         "criterion": PICK_CRITERION,
         "pick": found.chosen.candidate.name,
         "learned_anchor": anchor,
-        "pick_miou": truths[found.best],
-        "learned_miou": learned_miou,
+        "pick_score": truths[found.best],
+        "learned_score": learned_score,
         "learned_loss": [learned.initial_loss, learned.final_loss],
         "rank_correlation": correlation,
         "candidates": [
@@ -98,7 +101,7 @@ def tune_claim(
                 "entropy": r.entropy,
                 "agreement": r.agreement,
                 "consistency": r.consistency,
-                "miou": t,
+                "score": t,
             }
             for r, t in zip(found.rows, truths, strict=True)
         ],
@@ -117,7 +120,7 @@ def learned_merge(
     anchor: int = 0,
 ):
     """Learn per-layer weights on ``unlabelled`` images on ``anchor``'s network, write the merge as
-    a checkpoint and score it on ``test``; returns (mIoU, the learn result)."""
+    a checkpoint and score it on ``test``; returns (the claim's metric, the learn result)."""
     from segmerge.tuning import learn, write_tuned
 
     rename = claim.rename_for(anchor)
@@ -125,4 +128,4 @@ def learned_merge(
     output = Path(workdir) / f"learned{models[anchor].suffix}"
     remove_path(output)
     write_tuned(learned.recipe, output, learned.state_dict, overwrite=True)
-    return score([output], test), learned
+    return measure(claim.metric, [output], test)[claim.metric], learned

@@ -1,11 +1,12 @@
 """The models a benchmark run trains, and where each one comes from (cached by its settings).
 
 Per seed and regime (sources A and B): a SegFormer trained source-only on each source, a
-SegFormer adapted to the target from each source (DACS/DAFormer self-training), and a
-DAFormer-style model adapted from source B; per seed a SegFormer trained on labelled target
+SegFormer adapted to the target from each source (DACS/DAFormer self-training), a
+DAFormer-style model and a panoptic model (EDAPS-style, :mod:`segmerge.zoo.panoptic`)
+adapted from source B; per seed a SegFormer trained on labelled target
 images (the oracle, an upper bound). All start from one shared start: a MiT encoder
 pre-trained on the neutral domain and, per architecture, one decoder initialisation.
-SegFormers are saved as Hugging Face folders, DAFormers as mmseg-style ``.pth`` files -
+SegFormers are saved as Hugging Face folders, DAFormer and panoptic models as mmseg-style ``.pth`` files -
 the layouts users hold - and merged through :mod:`segmerge.api` from those files.
 """
 
@@ -27,7 +28,9 @@ from segmerge.training import (
     train_target_oracle,
     train_uda,
 )
+from segmerge.training.panoptic import train_panoptic_uda
 from segmerge.zoo.models import build_model, decoder_of, save_model
+from segmerge.zoo.panoptic import ARCHITECTURE as PANOPTIC
 
 SHIPPED_START = "shared_start.pt"
 """The pre-trained shared start inside ``segmerge/zoo/shipped`` (what ``--quick`` starts from)."""
@@ -63,26 +66,35 @@ class DataCache:
     def __init__(self, settings: BenchSettings, store: ArtifactStore, progress: bool = True) -> None:
         self.settings, self.store, self.progress = settings, store, progress
 
-    def get(self, domain: str, split: str, n: int, labelled: bool = True) -> TrainingData:
+    def get(self, domain: str, split: str, n: int, labelled: bool = True, instances: bool = False) -> TrainingData:
+        """``instances``: also the thing instance ids (what panoptic training and PQ need)."""
         from segmerge.synthetic import SyntheticDataset
 
         seed = self.settings.data_seed
-        key = cache_key(domain=domain, split=split, n=n, seed=seed, labelled=labelled)
+        key = cache_key(domain=domain, split=split, n=n, seed=seed, labelled=labelled, **_flag(instances=instances))
 
         def render() -> TrainingData:
             samples = SyntheticDataset(domain, n=n, seed=seed, split=split)
-            return TrainingData.from_samples(samples, labelled, name=f"{domain}/{split}", progress=self.progress)
+            name = f"{domain}/{split}"
+            return TrainingData.from_samples(samples, labelled, name, self.progress, instances=instances)
 
-        return self.store.data(f"{domain}-{split}-{n}", key, render)
+        suffix = "-instances" if instances else ""
+        return self.store.data(f"{domain}-{split}-{n}{suffix}", key, render)
 
-    def source(self, domain: str) -> TrainingData:
-        return self.get(domain, "train", self.settings.source_images)
+    def source(self, domain: str, instances: bool = False) -> TrainingData:
+        return self.get(domain, "train", self.settings.source_images, instances=instances)
 
     def target_train(self) -> TrainingData:
         return self.get(TARGET, "train", self.settings.target_images)
 
     def target_test(self) -> TrainingData:
-        return self.get(TARGET, "test", self.settings.test_images)
+        """Labels and instances: every claim's test split, mIoU and PQ alike."""
+        return self.get(TARGET, "test", self.settings.test_images, instances=True)
+
+
+def _flag(**flags: bool) -> dict[str, bool]:
+    """Only the flags that are set, so that adding one leaves the cache keys of earlier artefacts alone."""
+    return {k: v for k, v in flags.items() if v}
 
 
 def _config_fields(config: TrainConfig) -> dict:
@@ -145,7 +157,12 @@ class ModelZoo:
 
         def make(temporary: Path) -> None:
             model = self._initial(start, spec)
-            if spec.recipe == "source-only":
+            if spec.architecture == PANOPTIC and spec.recipe == "uda":
+                source = self.data.source(spec.source, instances=True)
+                model, _ = train_panoptic_uda(model, source, self.data.target_train(), config)
+            elif spec.architecture == PANOPTIC:
+                raise SegmergeError(f"{spec.name}: the benchmark trains panoptic models by UDA only")
+            elif spec.recipe == "source-only":
                 model, _ = train_source_only(model, self.data.source(spec.source), config)
             elif spec.recipe == "uda":
                 model, _ = train_uda(model, self.data.source(spec.source), self.data.target_train(), config)
@@ -177,6 +194,7 @@ def regime_specs(regime: str, seed: int) -> dict[str, ModelSpec]:
         "UDA A": ModelSpec("segformer", "uda", a, seed),
         "UDA B": ModelSpec("segformer", "uda", b, seed),
         "DAFormer UDA B": ModelSpec("daformer", "uda", b, seed),
+        "panoptic UDA B": ModelSpec(PANOPTIC, "uda", b, seed),
     }
 
 

@@ -44,8 +44,9 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
         f"{result.machine.get('threads')} torch threads, torch {result.machine.get('torch')}.",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()) + ".",
         "",
-        "mIoU over the 19 Cityscapes classes on the synthetic target's held-out test split"
-        f" ({result.settings['test_images']} images). Mean ± sample standard deviation over seeds.",
+        "mIoU over the 19 Cityscapes classes (PQ over them for semantic-to-panoptic) on the synthetic"
+        f" target's held-out test split ({result.settings['test_images']} images)."
+        " Mean ± sample standard deviation over seeds.",
         "",
         markdown_tables(result.runs),
         "## Figures",
@@ -61,7 +62,7 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
 
 def evaluation_report(paths: dict, folder: Path, settings: dict) -> None:
     """``segmerge eval``'s report for the two models, the soup, the default merge (and their
-    ensemble) and the oracle, on the target test split."""
+    ensemble) and the oracle, on the target test split; with PQ for a panoptic claim."""
     from segmerge.evaluation.runner import EvaluationConfig, evaluate
     from segmerge.metrics.protocols import CITYSCAPES_CLASSES
     from segmerge.reports import write_report
@@ -80,6 +81,7 @@ def evaluation_report(paths: dict, folder: Path, settings: dict) -> None:
         qualitative=settings.get("qualitative", 4),
         progress=False,
         limit=settings.get("report_images"),
+        panoptic=paths.get("metric") == "PQ",
     )
     result = evaluate(segmenters, dataset, config, dataset_name=f"synthetic:{TARGET}", split="test")
     others = evaluate(

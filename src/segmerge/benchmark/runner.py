@@ -18,7 +18,7 @@ import torch
 
 from segmerge.benchmark.candidates import named_candidates, sweep_candidates
 from segmerge.benchmark.claims import CLAIMS
-from segmerge.benchmark.experiments import ClaimRun, run_claim
+from segmerge.benchmark.experiments import ClaimRun, run_claim, score_singles
 from segmerge.benchmark.label_free import tune_claim
 from segmerge.benchmark.models import DataCache, ModelZoo, oracle_spec, regime_specs, unshared_init_spec
 from segmerge.benchmark.scoring import score
@@ -101,7 +101,6 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
 
     runs: list[ClaimRun] = []
     first_models: dict = {}
-    candidates = len(named_candidates()) + len(sweep_candidates(settings.sweep))
     for seed in settings.seeds:
         log(f"seed {seed}: training the target oracle")
         with stage("training"):
@@ -117,10 +116,12 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
             log(f"seed {seed}, regime {regime}: training {len(specs)} models")
             with stage("training"):
                 paths = {role: zoo.path(spec) for role, spec in specs.items()}
-            with stage("scoring"):
-                single = {role: score([path], test) for role, path in paths.items()}
+            measured: dict = {}
             for claim in claims:
                 models = [paths[role] for role in claim.roles]
+                with stage("scoring"):
+                    singles = score_singles(claim, models, test, measured)
+                candidates = len(named_candidates()) + len(sweep_candidates(settings.sweep, claim.anchors))
                 log(f"  {claim.name}: {candidates} merges")
                 workdir = out / "merges" / f"seed{seed}" / regime / claim.name
                 with stage("merging and scoring"):
@@ -129,7 +130,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         regime,
                         seed,
                         models,
-                        [single[r] for r in claim.roles],
+                        singles,
                         oracle,
                         test,
                         settings.sweep,
@@ -149,7 +150,12 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         )
                 runs.append(run)
                 if seed == settings.seeds[0]:
-                    first_models[(regime, claim.name)] = {"models": models, "merges": kept, "oracle": oracle_path}
+                    first_models[(regime, claim.name)] = {
+                        "models": models,
+                        "merges": kept,
+                        "oracle": oracle_path,
+                        "metric": claim.metric,
+                    }
             if settings.unshared_init_control and seed == settings.seeds[0]:
                 log("  control: a SegFormer adapted from B with another decoder init, soup with UDA A")
                 with stage("training"):

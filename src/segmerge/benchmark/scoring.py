@@ -1,8 +1,14 @@
-"""Scoring checkpoints on the held-out target test split: mIoU from one confusion matrix.
+"""Scoring checkpoints on the held-out target test split: mIoU from one confusion matrix, PQ.
 
 The same path as ``segmerge eval`` (the segmenter adapters, whole-image inference, softmax
-averaging for the ensemble) on pre-rendered image tensors, batched, because the sweep
-scores dozens of merges per claim.
+averaging for the ensemble, the panoptic post-processing) on pre-rendered image tensors,
+batched, because the sweep scores dozens of merges per claim.
+
+:func:`measure` gives a claim's metric and the numbers beside it: ``{"mIoU": ...}`` for a
+semantic claim; for a panoptic one PQ (all, things, stuff) and the mIoU of the semantic
+output. A panoptic claim's first checkpoint is the panoptic network; the others are
+semantic models, whose class probabilities an ensemble averages with the panoptic
+network's before the panoptic network's centres and offsets group the thing pixels.
 """
 
 from __future__ import annotations
@@ -12,13 +18,16 @@ from pathlib import Path
 
 import torch
 
+from segmerge.errors import SegmergeError
 from segmerge.evaluation.inference import InferenceConfig, ensemble_probabilities, predict_probabilities
-from segmerge.metrics import SemanticMetric
-from segmerge.metrics.protocols import CITYSCAPES_CLASSES
+from segmerge.metrics import PanopticMetric, SemanticMetric
+from segmerge.metrics.protocols import CITYSCAPES_CLASSES, CITYSCAPES_THING_TRAIN_IDS, cityscapes_categories
 from segmerge.segmenters import load_segmenter
 from segmerge.training import TrainingData
 
 BATCH = 25
+MIOU, PQ = "mIoU", "PQ"
+IGNORE = 255
 
 
 def quiet_transformers() -> None:
@@ -33,7 +42,7 @@ def score(paths: Sequence[Path], test: TrainingData) -> float:
     output ensemble of several."""
     quiet_transformers()
     segmenters = [load_segmenter(str(p)) for p in paths]
-    metric = SemanticMetric(len(CITYSCAPES_CLASSES), ignore_index=255, class_names=list(CITYSCAPES_CLASSES))
+    metric = SemanticMetric(len(CITYSCAPES_CLASSES), ignore_index=IGNORE, class_names=list(CITYSCAPES_CLASSES))
     config = InferenceConfig(batch_size=BATCH)
     with torch.inference_mode():
         for start in range(0, len(test), BATCH):
@@ -42,3 +51,73 @@ def score(paths: Sequence[Path], test: TrainingData) -> float:
             merged = probabilities[0] if len(probabilities) == 1 else ensemble_probabilities(probabilities)
             metric.update(merged.argmax(1), test.labels[start : start + BATCH].long())
     return metric.compute().miou
+
+
+def measure(metric: str, paths: Sequence[Path], test: TrainingData) -> dict[str, float]:
+    """``{metric: value, ...}``: a semantic claim's mIoU, or a panoptic claim's PQ and the rest."""
+    if metric == MIOU:
+        return {MIOU: score(paths, test)}
+    if metric == PQ:
+        return panoptic_score(paths, test)
+    raise SegmergeError(f"unknown benchmark metric {metric!r}; use {MIOU} or {PQ}")
+
+
+def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float]:
+    """PQ, PQ things, PQ stuff, SQ, RQ (percent) of the panoptic network ``paths[0]`` - or of its
+    semantic output averaged with the semantic models ``paths[1:]`` - and the mIoU of that
+    semantic output. ``test`` needs labels and instances."""
+    from segmerge.zoo.models import load_model
+    from segmerge.zoo.panoptic import PanopticModel
+    from segmerge.zoo.panoptic_postprocess import panoptic_segmentation
+
+    if test.labels is None or test.instances is None:
+        raise SegmergeError(f"{test.name or 'test data'}: PQ needs labels and instances (instances=True)")
+    quiet_transformers()
+    network = load_model(paths[0])
+    if not isinstance(network, PanopticModel):
+        raise SegmergeError(f"{paths[0]}: PQ needs a panoptic network first, got {type(network).__name__}")
+    panoptic = load_segmenter(str(paths[0]))
+    semantic = [load_segmenter(str(p)) for p in paths[1:]]
+    things = set(CITYSCAPES_THING_TRAIN_IDS)
+    quality = PanopticMetric(cityscapes_categories())
+    classes = SemanticMetric(len(CITYSCAPES_CLASSES), ignore_index=IGNORE, class_names=list(CITYSCAPES_CLASSES))
+    config = InferenceConfig(batch_size=BATCH)
+    size = tuple(test.images.shape[1:3])
+    with torch.inference_mode():
+        for start in range(0, len(test), BATCH):
+            images = test.images[start : start + BATCH]
+            output = network(panoptic.normalise(images))
+            probabilities = [torch.softmax(_upsampled(output.semantic, size), 1)]
+            probabilities += [predict_probabilities(s, images, config) for s in semantic]
+            merged = probabilities[0] if len(probabilities) == 1 else ensemble_probabilities(probabilities)
+            labels = test.labels[start : start + BATCH].long()
+            classes.update(merged.argmax(1), labels)
+            for i in range(len(images)):
+                ids, segments = panoptic_segmentation(merged[i], output.center[i], output.offset[i], size, things)
+                truth, truth_segments = panoptic_truth(labels[i], test.instances[start + i].long(), things)
+                quality.update(truth, truth_segments, ids.numpy(), segments)
+    result = quality.compute()
+    return {
+        PQ: result.pq,
+        "PQ things": result.pq_things,
+        "PQ stuff": result.pq_stuff,
+        "SQ": result.sq,
+        "RQ": result.rq,
+        MIOU: classes.compute().miou,
+    }
+
+
+def panoptic_truth(labels: torch.Tensor, instances: torch.Tensor, thing_ids) -> tuple:
+    """Ground-truth panoptic ids [H,W] and segments from trainId labels and thing instance ids
+    (0 = none): one segment per thing instance and per stuff class; ignored pixels are void."""
+    from segmerge.zoo.panoptic_postprocess import fuse
+
+    ids, segments = fuse(labels, instances, thing_ids)
+    for segment in segments:
+        if segment["category_id"] == IGNORE:
+            ids[ids == segment["id"]] = 0
+    return ids.numpy(), [s for s in segments if s["category_id"] != IGNORE]
+
+
+def _upsampled(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return torch.nn.functional.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)

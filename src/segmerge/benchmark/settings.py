@@ -90,11 +90,18 @@ class BenchSettings:
     #: Images per model in the evaluation report's qualitative grid.
     qualitative: int = 4
     #: The claims to run (names in :data:`segmerge.benchmark.claims.CLAIMS`); only their models are trained.
-    claims: tuple[str, ...] = ("same-architecture", "same-architecture-source-only", "different-architecture")
+    claims: tuple[str, ...] = (
+        "same-architecture",
+        "same-architecture-source-only",
+        "different-architecture",
+        "semantic-to-panoptic",
+    )
     #: Label-free choice and learning of the merge (``segmerge tune``) per claim run; None skips it.
     tune: TuneSettings | None = TuneSettings()
     #: Test images the per-claim evaluation reports (per-class bars, confusion, grid) are computed on.
     report_images: int = 50
+    #: Write those reports by default (``bench --eval-reports/--no-eval-reports`` overrides).
+    evaluation_reports: bool = True
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.regimes if r not in REGIMES]
@@ -119,15 +126,16 @@ QUICK = BenchSettings(
     seeds=(0,),
     source_images=120,
     target_images=120,
-    test_images=60,
+    test_images=48,
     source_only=TrainConfig(steps=30, lr=2e-3, description="source-only"),
-    uda=TrainConfig(steps=20, lr=2e-3, description="UDA"),
+    uda=TrainConfig(steps=15, lr=2e-3, description="UDA"),
     oracle=TrainConfig(steps=30, lr=2e-3, description="target oracle"),
     sweep=QUICK_SWEEP,
     pretrain_from_scratch=False,
     unshared_init_control=False,
     qualitative=2,
     report_images=12,
-    tune=TuneSettings(images=8, learn_steps=5, ramp_starts=(0.5,), end_weights=(1.0,)),
-    claims=("same-architecture", "different-architecture"),
+    evaluation_reports=False,
+    tune=TuneSettings(images=8, learn_steps=3, ramp_starts=(0.5,), end_weights=(1.0,), soup_anchor_weights=()),
+    claims=("same-architecture", "different-architecture", "semantic-to-panoptic"),
 )

@@ -2,7 +2,8 @@
 
 Shipped: the shared start (pre-trained encoder and decoder inits, what ``bench --quick``
 starts from) and, from the first seed of a full benchmark run, per regime the two adapted
-SegFormers and the adapted DAFormer-style model, plus the target oracle. Regenerate them
+SegFormers, the adapted DAFormer-style model and the adapted panoptic model, plus the
+target oracle. Regenerate them
 with::
 
     segmerge bench --out runs/full
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from segmerge.benchmark.claims import CLAIMS, HEADLINE_CLAIMS
-from segmerge.benchmark.experiments import ClaimRun, run_claim
+from segmerge.benchmark.experiments import ClaimRun, run_claim, score_singles
 from segmerge.benchmark.label_free import TuneSettings, learned_merge
 from segmerge.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
 from segmerge.benchmark.scoring import score
@@ -30,7 +31,7 @@ from segmerge.errors import SegmergeError
 from segmerge.training import TrainingData
 
 MANIFEST = "MANIFEST.json"
-SHIPPED_ROLES = ("UDA A", "UDA B", "DAFormer UDA B")
+SHIPPED_ROLES = ("UDA A", "UDA B", "DAFormer UDA B", "panoptic UDA B")
 NO_SWEEP = Sweep((), (), (), (), ())
 
 
@@ -104,7 +105,7 @@ def demo_runs(
     n = test_images or manifest["test_images"]
     log(f"rendering {n} target test images")
     test = TrainingData.from_samples(
-        SyntheticDataset(TARGET, n=n, seed=manifest["data_seed"], split="test"), name="target/test"
+        SyntheticDataset(TARGET, n=n, seed=manifest["data_seed"], split="test"), name="target/test", instances=True
     )
     oracle = score([shipped(manifest["oracle"])], test)
     unlabelled = TrainingData.from_samples(
@@ -113,9 +114,9 @@ def demo_runs(
     runs = []
     for regime, files in manifest["regimes"].items():
         paths = {role: shipped(name) for role, name in files.items()}
-        single = {role: score([path], test) for role, path in paths.items()}
+        measured: dict = {}
         for claim in CLAIMS:
-            if claim.name not in HEADLINE_CLAIMS:
+            if claim.name not in HEADLINE_CLAIMS or any(role not in paths for role in claim.roles):
                 continue
             log(f"{regime} regime, {claim.name}: merging and scoring")
             models = [paths[role] for role in claim.roles]
@@ -124,7 +125,7 @@ def demo_runs(
                 regime,
                 manifest["seed"],
                 models,
-                [single[r] for r in claim.roles],
+                score_singles(claim, models, test, measured),
                 oracle,
                 test,
                 NO_SWEEP,
@@ -133,7 +134,7 @@ def demo_runs(
             if tune:
                 from segmerge.tuning import TuningModels
 
-                run.label_free["learned_miou"], _ = learned_merge(
+                run.label_free["learned_score"], _ = learned_merge(
                     claim,
                     TuningModels.open([str(m) for m in models]),
                     models,

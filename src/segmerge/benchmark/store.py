@@ -64,13 +64,14 @@ class ArtifactStore:
         return path
 
     def data(self, name: str, key: str, render: Callable[[], TrainingData]) -> TrainingData:
-        """Rendered images (and labels) as one tensor file, reloaded on later runs."""
+        """Rendered images (and labels, instances) as one tensor file, reloaded on later runs."""
         path = self.path("data", name, key, ".pt")
 
         def make(temporary: Path) -> None:
             data = render()
-            torch.save({"images": data.images, "labels": data.labels, "name": data.name}, temporary)
+            content = {"images": data.images, "labels": data.labels, "name": data.name}
+            torch.save({**content, "instances": data.instances}, temporary)
 
         self.produce(path, make)
         content = torch.load(path, map_location="cpu", weights_only=True)
-        return TrainingData(content["images"], content["labels"], content["name"])
+        return TrainingData(content["images"], content["labels"], content["name"], content.get("instances"))

@@ -2,13 +2,15 @@
 
 The claims object is what ``segmerge demo --json`` and ``segmerge bench --json`` print:
 ``{"claims": [{"name", "metric", "best_single", "uniform_soup", "layerwise", "ensemble",
-"paper_gain", ...}]}``, scores in percent. Its top-level numbers are the appearance
-regime's (the GTA5/SYNTHIA -> Cityscapes analogue the paper measures); ``by_regime``
-holds every regime's.
+"paper_gain", ...}]}``, scores in percent, in the claim's ``metric`` (mIoU; PQ for
+``semantic-to-panoptic``, whose ``details`` add PQ things/stuff and the semantic output's
+mIoU). Its top-level numbers are the appearance regime's (the GTA5/SYNTHIA -> Cityscapes
+analogue the paper measures); ``by_regime`` holds every regime's.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -16,25 +18,37 @@ from dataclasses import dataclass
 
 from segmerge.benchmark.candidates import DEFAULT, SOUP, SWEEP
 from segmerge.benchmark.claims import CLAIMS, PAPER_GAINS
-from segmerge.benchmark.experiments import ClaimRun
+from segmerge.benchmark.experiments import ENSEMBLE, ClaimRun
+from segmerge.benchmark.scoring import MIOU, PQ
 
 HEADLINE_REGIME = "appearance"
 
 
 @dataclass
 class Stat:
+    """Scores over seeds; NaN (a score a model cannot have, e.g. a semantic model's PQ) is left out."""
+
     values: list[float]
+
+    def __post_init__(self) -> None:
+        self.values = [v for v in self.values if not math.isnan(v)]
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return statistics.fmean(self.values) if self.values else math.nan
 
     @property
     def std(self) -> float:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
 
     def text(self) -> str:
+        if not self.values:
+            return "n/a"
         return f"{self.mean:.1f} ± {self.std:.1f}" if len(self.values) > 1 else f"{self.mean:.1f}"
+
+
+DETAILS = {PQ: ("PQ things", "PQ stuff", MIOU)}
+"""The numbers beside a claim's metric in its table: for PQ, the semantic output's mIoU too."""
 
 
 @dataclass
@@ -43,39 +57,79 @@ class Row:
     stat: Stat
     cost: int = 1
     note: str = ""
+    details: dict[str, Stat] | None = None
+
+
+def _details(per_seed: Sequence[dict[str, float]], metric: str) -> dict[str, Stat]:
+    return {name: Stat([d.get(name, math.nan) for d in per_seed]) for name in DETAILS.get(metric, ())}
 
 
 def rows(runs: Sequence[ClaimRun]) -> list[Row]:
     """The table of one (regime, claim) over its seeds."""
     first = runs[0]
+    metric = first.metric
     claim = next(c for c in CLAIMS if c.name == first.claim)
-    out = [Row(f"{role} alone", Stat([r.singles[i] for r in runs])) for i, role in enumerate(claim.roles)]
+
+    def merge_row(label: str, name: str, note: str = "") -> Row:
+        merges = [r.merge(name) for r in runs]
+        return Row(
+            label, Stat([m.score for m in merges]), note=note, details=_details([m.details for m in merges], metric)
+        )
+
+    out = [
+        Row(
+            f"{role} alone",
+            Stat([r.singles[i] for r in runs]),
+            details=_details([r.details.get(str(i), {}) for r in runs], metric),
+        )
+        for i, role in enumerate(claim.roles)
+    ]
     out.append(Row("best single", Stat([r.best_single for r in runs])))
-    out.append(Row(SOUP, Stat([r.merge(SOUP).miou for r in runs])))
-    out.append(Row(f"**{DEFAULT}**", Stat([r.merge(DEFAULT).miou for r in runs]), note="headline: no target labels"))
-    out.append(Row("output ensemble", Stat([r.ensemble for r in runs]), cost=len(first.models)))
+    out.append(merge_row(SOUP, SOUP))
+    out.append(merge_row(f"**{DEFAULT}**", DEFAULT, "headline: no target labels"))
+    out.append(
+        Row(
+            "output ensemble",
+            Stat([r.ensemble for r in runs]),
+            cost=len(first.models),
+            details=_details([r.details.get(ENSEMBLE, {}) for r in runs], metric),
+        )
+    )
     best = [r.sweep_best for r in runs]
     picks = Counter(b.name for b in best).most_common(1)[0][0]
-    out.append(Row("sweep best (chosen with target labels)", Stat([b.miou for b in best]), note=f"most often: {picks}"))
-    if first.label_free and "pick_miou" not in first.label_free:
-        out.append(
-            Row("learned per-layer weights (no target labels)", Stat([r.label_free["learned_miou"] for r in runs]))
+    out.append(
+        Row(
+            "sweep best (chosen with target labels)",
+            Stat([b.score for b in best]),
+            note=f"most often: {picks}",
+            details=_details([b.details for b in best], metric),
         )
-    elif first.label_free:
+    )
+    if first.label_free and "pick_score" in first.label_free:
         criterion = first.label_free["criterion"]
         out.append(
             Row(
                 f"unsupervised pick ({criterion}, no target labels)",
-                Stat([r.label_free["pick_miou"] for r in runs]),
+                Stat([r.label_free["pick_score"] for r in runs]),
                 note="most often: " + Counter(r.label_free["pick"] for r in runs).most_common(1)[0][0],
             )
         )
+    if first.label_free:
         out.append(
-            Row("learned per-layer weights (no target labels)", Stat([r.label_free["learned_miou"] for r in runs]))
+            Row("learned per-layer weights (no target labels)", Stat([r.label_free["learned_score"] for r in runs]))
         )
     for name in first.controls:
         out.append(Row(name, Stat([r.controls[name] for r in runs if name in r.controls]), note="first seed only"))
-    out.append(Row("target oracle (trained on target labels)", Stat([r.oracle for r in runs]), note="upper bound"))
+    oracle = Stat([r.oracle for r in runs])
+    if metric == MIOU:
+        out.append(Row("target oracle (trained on target labels)", oracle, note="upper bound"))
+    else:  # the oracle is a semantic model: its mIoU is the upper bound of the semantic column
+        details = {name: oracle if name == MIOU else Stat([]) for name in DETAILS[metric]}
+        out.append(
+            Row(
+                "target oracle (semantic, trained on target labels)", Stat([]), note="mIoU upper bound", details=details
+            )
+        )
     return out
 
 
@@ -88,20 +142,28 @@ def grouped(runs: Sequence[ClaimRun]) -> dict[tuple[str, str], list[ClaimRun]]:
 
 def claim_numbers(runs: Sequence[ClaimRun]) -> dict:
     best = Stat([r.best_single for r in runs]).mean
-    layerwise = Stat([r.merge(DEFAULT).miou for r in runs]).mean
+    layerwise = Stat([r.merge(DEFAULT).score for r in runs]).mean
     swept = any(m.group == SWEEP for m in runs[0].merges)
-    return {
+    metric = runs[0].metric
+    numbers = {
         "best_single": round(best, 2),
-        "uniform_soup": round(Stat([r.merge(SOUP).miou for r in runs]).mean, 2),
+        "uniform_soup": round(Stat([r.merge(SOUP).score for r in runs]).mean, 2),
         "layerwise": round(layerwise, 2),
         "ensemble": round(Stat([r.ensemble for r in runs]).mean, 2),
         "ensemble_cost": len(runs[0].models),
-        "sweep_best_with_target_labels": round(Stat([r.sweep_best.miou for r in runs]).mean, 2) if swept else None,
-        "oracle": round(Stat([r.oracle for r in runs]).mean, 2),
+        "sweep_best_with_target_labels": round(Stat([r.sweep_best.score for r in runs]).mean, 2) if swept else None,
+        "oracle": round(Stat([r.oracle for r in runs]).mean, 2) if metric == MIOU else None,
         "gain": round(layerwise - best, 2),
         **label_free_numbers(runs),
         "seeds": sorted({r.seed for r in runs}),
     }
+    if metric in DETAILS:
+        numbers["details"] = {
+            row.label.strip("*"): {k: round(v.mean, 2) for k, v in row.details.items() if v.values}
+            for row in rows(runs)
+            if row.details
+        }
+    return numbers
 
 
 def mean_correlations(runs: Sequence[ClaimRun]) -> dict[str, float]:
@@ -117,11 +179,11 @@ def mean_correlations(runs: Sequence[ClaimRun]) -> dict[str, float]:
 def label_free_numbers(runs: Sequence[ClaimRun]) -> dict:
     if not runs[0].label_free:
         return {}
-    if "pick_miou" not in runs[0].label_free:  # the demo learns the merge but does not search
-        return {"tuned": round(Stat([r.label_free["learned_miou"] for r in runs]).mean, 2)}
+    if "pick_score" not in runs[0].label_free:  # the demo learns the merge but does not search
+        return {"tuned": round(Stat([r.label_free["learned_score"] for r in runs]).mean, 2)}
     return {
-        "unsupervised_pick": round(Stat([r.label_free["pick_miou"] for r in runs]).mean, 2),
-        "tuned": round(Stat([r.label_free["learned_miou"] for r in runs]).mean, 2),
+        "unsupervised_pick": round(Stat([r.label_free["pick_score"] for r in runs]).mean, 2),
+        "tuned": round(Stat([r.label_free["learned_score"] for r in runs]).mean, 2),
         "rank_correlation": mean_correlations(runs),
     }
 
@@ -155,19 +217,21 @@ def markdown_tables(runs: Sequence[ClaimRun]) -> str:
         claim = next(c for c in CLAIMS if c.name == name)
         seeds = sorted({r.seed for r in group})
         paper = f"; the paper reports +{claim.paper_gain} {claim.metric}" if claim.paper_gain else ""
+        extra = DETAILS.get(claim.metric, ())
         lines += [
             f"### {name}, {regime} regime",
             "",
             f"{claim.title}. Seeds {seeds}{paper}.",
             "",
-            f"| model | {claim.metric} (%) | vs best single | cost | note |",
-            "|---|---:|---:|---:|---|",
+            f"| model | {claim.metric} (%) | vs best single | " + "".join(f"{e} | " for e in extra) + "cost | note |",
+            "|---|---:|---:|" + "---:|" * len(extra) + "---:|---|",
         ]
         table = rows(group)
         best = table[len(claim.roles)].stat.mean
         for row in table:
-            delta = row.stat.mean - best
-            lines.append(f"| {row.label} | {row.stat.text()} | {delta:+.1f} | {row.cost}x | {row.note} |")
+            delta = f"{row.stat.mean - best:+.1f}" if row.stat.values else ""
+            cells = "".join(f"{row.details[e].text() if row.details else ''} | " for e in extra)
+            lines.append(f"| {row.label} | {row.stat.text()} | {delta} | {cells}{row.cost}x | {row.note} |")
         if group[0].label_free.get("rank_correlation"):
             rho = ", ".join(
                 f"{k} {v:+.2f}" if v is not None else f"{k} n/a" for k, v in mean_correlations(group).items()

@@ -29,8 +29,12 @@ def bench(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the claims object as JSON on stdout")] = False,
     evaluation_reports: Annotated[
-        bool, typer.Option("--eval-reports/--no-eval-reports", help="write the per-claim evaluation reports")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--eval-reports/--no-eval-reports",
+            help="write the per-claim evaluation reports (default: yes; --quick: no)",
+        ),
+    ] = None,
 ) -> None:
     """Train the synthetic benchmark's models, merge them every way, score and report (cached: reruns reuse)."""
     from dataclasses import replace
@@ -46,6 +50,8 @@ def bench(
         settings = replace(settings, regimes=tuple(regime))
     result = run_benchmark(settings, out, log=lambda line: stderr.print(line, markup=False))
     command = "segmerge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "segmerge bench"
+    if evaluation_reports is None:
+        evaluation_reports = settings.evaluation_reports
     write_bench_report(result, out / "report", command, evaluation_reports)
     if as_json:
         print(json.dumps(claims_object(result.runs), indent=1))

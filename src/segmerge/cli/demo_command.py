@@ -72,6 +72,7 @@ def print_claims(claims: dict) -> None:
     header = (
         "claim",
         "regime",
+        "metric",
         "best single",
         "uniform soup",
         "layer-wise",
@@ -87,6 +88,7 @@ def print_claims(claims: dict) -> None:
                 (
                     claim["name"],
                     regime,
+                    claim["metric"],
                     f"{n['best_single']:.1f}",
                     f"{n['uniform_soup']:.1f}",
                     f"{n['layerwise']:.1f}",
@@ -98,10 +100,11 @@ def print_claims(claims: dict) -> None:
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     stdout.print(
-        "mIoU (%) on the synthetic target's test split; gain = layer-wise (default recipe) - best single model"
+        "scores (%) on the synthetic target's test split in each claim's metric (PQ: the best single is the panoptic "
+        "model); gain = layer-wise (default recipe) - best single model"
     )
     for k, row in enumerate(rows):
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         stdout.print("  ".join(cells), markup=False)
         if k == 0:
             stdout.print("  ".join("-" * w for w in widths), markup=False)

@@ -1,0 +1,94 @@
+"""The benchmark's panoptic claim: its PQ agrees with ``segmerge eval``, its ground truth with the
+dataset's, its ensemble averages semantic outputs, and its tables keep PQ and mIoU apart."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from segmerge.benchmark.candidates import DEFAULT, SOUP
+from segmerge.benchmark.experiments import ENSEMBLE, ClaimRun, ScoredMerge
+from segmerge.benchmark.scoring import MIOU, PQ, measure, panoptic_truth, score
+from segmerge.benchmark.summary import claims_object, markdown_tables
+from segmerge.evaluation.runner import EvaluationConfig, evaluate
+from segmerge.metrics import PanopticMetric
+from segmerge.metrics.protocols import CITYSCAPES_CLASSES, CITYSCAPES_THING_TRAIN_IDS
+from segmerge.segmenters import load_segmenter
+from segmerge.synthetic import SyntheticDataset
+from segmerge.training import TrainConfig, TrainingData, train_source_only
+from segmerge.training.panoptic import train_panoptic_supervised
+from segmerge.zoo.models import build_model, save_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+FAST = TrainConfig(steps=12, batch_size=4, lr=3e-3, warmup_steps=2, threads=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench-panoptic")
+    scenes = TrainingData.from_samples(SyntheticDataset("target", 12, split="train"), instances=True)
+    panoptic, _ = train_panoptic_supervised(build_model("panoptic", seed=0), scenes, FAST)
+    semantic, _ = train_source_only(build_model("segformer", seed=0), scenes, FAST)
+    dataset = SyntheticDataset("target", 10, split="test")
+    return {
+        "panoptic": save_model(panoptic.eval(), folder / "panoptic.pth"),
+        "semantic": save_model(semantic.eval(), folder / "semantic"),
+        "dataset": dataset,
+        "test": TrainingData.from_samples(dataset, instances=True),
+    }
+
+
+def test_truth_from_labels_and_instances_is_the_datasets_panoptic_ground_truth(trained):
+    metric = PanopticMetric(trained["dataset"].categories)
+    for i, sample in enumerate(trained["dataset"]):
+        labels, instances = trained["test"].labels[i].long(), trained["test"].instances[i].long()
+        ids, segments = panoptic_truth(labels, instances, CITYSCAPES_THING_TRAIN_IDS)
+        metric.update(sample.panoptic.ids, sample.panoptic.segments_info, ids, segments)
+    result = metric.compute()
+    assert result.n_things > 0 and result.pq == pytest.approx(100.0)
+
+
+def test_benchmark_pq_agrees_with_segmerge_eval(trained):
+    measured = measure(PQ, [trained["panoptic"]], trained["test"])
+    config = EvaluationConfig(len(CITYSCAPES_CLASSES), tuple(CITYSCAPES_CLASSES), panoptic=True, progress=False)
+    row = evaluate([load_segmenter(str(trained["panoptic"]))], trained["dataset"], config).rows[0]
+    assert measured[PQ] == pytest.approx(row.panoptic["pq"], abs=0.5)
+    assert measured["PQ stuff"] == pytest.approx(row.panoptic["pq_stuff"], abs=0.5)
+    assert measured[MIOU] == pytest.approx(row.semantic["miou"], abs=0.2)
+    assert measured[PQ] > 0  # a model that learned something: the comparison is not 0 == 0
+
+
+def test_the_panoptic_ensemble_averages_the_semantic_outputs(trained):
+    both = [trained["panoptic"], trained["semantic"]]
+    ensemble = measure(PQ, both, trained["test"])
+    assert ensemble[MIOU] == pytest.approx(score(both, trained["test"]), abs=1e-6)
+    with pytest.raises(Exception, match="panoptic network first"):
+        measure(PQ, both[::-1], trained["test"])
+
+
+def _panoptic_run(seed: int, panoptic: float, default: float) -> ClaimRun:
+    details = {PQ: 0.0, "PQ things": 1.0, "PQ stuff": 20.0, MIOU: 30.0}
+    merges = [
+        ScoredMerge(SOUP, "named", 0, {"method": "linear"}, panoptic - 1, details={**details, MIOU: 31.0}),
+        ScoredMerge(DEFAULT, "named", 0, {"method": "layerwise"}, default, details={**details, MIOU: 32.0}),
+    ]
+    singles = {"0": {**details, PQ: panoptic}, "1": {MIOU: 25.0}, ENSEMBLE: {**details, MIOU: 35.0}}
+    return ClaimRun(
+        "semantic-to-panoptic", "appearance", seed, ["p", "s"], [panoptic, math.nan], 9.0, 40.0, merges,
+        metric=PQ, details=singles,
+    )  # fmt: skip
+
+
+def test_pq_claim_tables_keep_the_semantic_model_out_of_the_best_single_and_show_mious():
+    runs = [_panoptic_run(0, 10.0, 12.0), _panoptic_run(1, 12.0, 13.0)]
+    claim = claims_object(runs)["claims"][0]
+    assert claim["metric"] == "PQ" and claim["paper_gain"] == 7.0
+    assert claim["best_single"] == 11.0 and claim["gain"] == 1.5
+    assert claim["oracle"] is None  # the oracle is semantic: it has no PQ
+    assert claim["details"]["layer-wise (default)"][MIOU] == 32.0
+    table = markdown_tables(runs)
+    assert "| model | PQ (%) | vs best single | PQ things | PQ stuff | mIoU |" in table
+    assert "| UDA A alone | n/a |  | n/a | n/a | 25.0 ± 0.0 |" in table
+    assert "| target oracle (semantic, trained on target labels) | n/a |  | n/a | n/a | 40.0 ± 0.0 |" in table
