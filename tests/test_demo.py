@@ -9,16 +9,17 @@ from segmerge.checkpoints import load_checkpoint
 from segmerge.cli.app import app
 
 
-def test_demo_json_reports_both_claims_in_both_regimes(tmp_path):
+def test_demo_json_reports_the_three_claims_in_both_regimes(tmp_path):
     result = CliRunner().invoke(
         app, ["demo", "--json", "--test-images", "16", "--out", str(tmp_path)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
     claims = json.loads(result.stdout)["claims"]
-    assert [c["name"] for c in claims] == ["same-architecture", "different-architecture"]
+    assert [c["name"] for c in claims] == ["same-architecture", "different-architecture", "semantic-to-panoptic"]
     for claim in claims:
-        assert claim["metric"] == "mIoU"
-        assert claim["paper_gain"] in (2.6, 6.8)
+        panoptic = claim["name"] == "semantic-to-panoptic"
+        assert claim["metric"] == ("PQ" if panoptic else "mIoU")
+        assert claim["paper_gain"] == {"same-architecture": 2.6, "different-architecture": 6.8}.get(claim["name"], 7.0)
         assert set(claim["by_regime"]) == {"appearance", "classes"}
         for numbers in [claim, *claim["by_regime"].values()]:
             for key in ("best_single", "uniform_soup", "layerwise", "ensemble"):
@@ -27,7 +28,9 @@ def test_demo_json_reports_both_claims_in_both_regimes(tmp_path):
             assert 0.0 <= numbers["tuned"] <= 100.0  # the merge learned from unlabelled target images
             assert abs(numbers["gain"] - (numbers["layerwise"] - numbers["best_single"])) < 0.02
     assert (tmp_path / "report" / "claims.json").is_file()
-    assert (tmp_path / "report" / "bench.md").read_text().count("### ") == 4
+    assert (tmp_path / "report" / "bench.md").read_text().count("### ") == 6
+    semantic = claims[-1]["details"]["layer-wise (default)"]
+    assert set(semantic) == {"PQ things", "PQ stuff", "mIoU"}
 
 
 def test_demo_merges_keep_the_anchor_head_and_blend_the_encoder(tmp_path):
@@ -49,3 +52,12 @@ def test_demo_merges_keep_the_anchor_head_and_blend_the_encoder(tmp_path):
     first = "segformer.encoder.patch_embeddings.0.proj.weight"
     donor_first = "backbone." + first.removeprefix("segformer.encoder.")
     assert (merged[first] - (anchor[first] + donor[donor_first]) / 2).abs().max() < 1e-6
+
+    panoptic = load_checkpoint(shipped_path(files["panoptic UDA B"]))
+    merged_dir = tmp_path / "merges" / "appearance" / "semantic-to-panoptic"
+    merged = load_checkpoint(next(p for p in merged_dir.iterdir() if p.name.startswith("layer-wise")))
+    heads = [k for k in panoptic if not k.startswith("backbone.")]
+    assert any(k.startswith("instance_head.") for k in heads)
+    assert all((merged[k] == panoptic[k]).all() for k in heads)  # both heads stay the panoptic model's
+    pan_first = "backbone.patch_embeddings.0.proj.weight"
+    assert (merged[pan_first] - (panoptic[pan_first] + anchor[first]) / 2).abs().max() < 1e-6

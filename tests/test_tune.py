@@ -236,6 +236,18 @@ def test_search_scores_every_candidate_and_returns_the_chosen_merge(zoo, target_
     assert "| **>** |" in result.to_markdown()
 
 
+def test_mixed_precision_learns_and_searches_and_keeps_the_checkpoint_dtype(zoo, target_images):
+    """--amp (bfloat16 autocast; on CPU here, the same code path as on a GPU): the loss still falls,
+    the merge is written in the checkpoints' float32, and the search scores every candidate."""
+    models = [zoo["seg_a"], zoo["seg_b"]]
+    result = learn(models, target_images, steps=6, batch_size=4, lr=0.2, seed=0, amp=True)
+    assert result.final_loss < result.initial_loss
+    assert all(t.dtype == torch.float32 for t in result.state_dict.values() if t.is_floating_point())
+    grid = candidate_grid(2, anchors=(0,), ramp_starts=(0.5,), end_weights=(1.0,), ramps=("linear",))
+    found = search(models, target_images[:4], candidates=grid, amp=True)
+    assert len(found.rows) == len(grid) and all(0 <= r.agreement <= 100 for r in found.rows)
+
+
 def test_rules_for_both_models_let_the_search_try_each_as_anchor(zoo, target_images):
     both = {0: [(r"^segformer\.encoder\.", "backbone.")], **DAFORMER_ONTO_SEGFORMER}
     models = TuningModels.open([zoo["seg_a"], zoo["daformer"]])
