@@ -13,6 +13,7 @@ network's before the panoptic network's centres and offsets group the thing pixe
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,8 +50,14 @@ def score(paths: Sequence[Path], test: TrainingData) -> float:
             images = test.images[start : start + BATCH]
             probabilities = [predict_probabilities(s, images, config) for s in segmenters]
             merged = probabilities[0] if len(probabilities) == 1 else ensemble_probabilities(probabilities)
-            metric.update(merged.argmax(1), test.labels[start : start + BATCH].long())
+            metric.update(class_map(merged), test.labels[start : start + BATCH].long())
     return metric.compute().miou
+
+
+def class_map(probabilities: torch.Tensor) -> torch.Tensor:
+    """[N,C,H,W] -> the most probable class [N,H,W]: ``argmax(1)``, ties to the lowest class
+    alike, but several times faster on CPU for this layout (the sweep scores dozens of merges)."""
+    return probabilities.max(1).indices
 
 
 def measure(metric: str, paths: Sequence[Path], test: TrainingData) -> dict[str, float]:
@@ -68,7 +75,7 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
     semantic output. ``test`` needs labels and instances."""
     from segmerge.zoo.models import load_model
     from segmerge.zoo.panoptic import PanopticModel
-    from segmerge.zoo.panoptic_postprocess import panoptic_segmentation
+    from segmerge.zoo.panoptic_postprocess import panoptic_from_semantic
 
     if test.labels is None or test.instances is None:
         raise SegmergeError(f"{test.name or 'test data'}: PQ needs labels and instances (instances=True)")
@@ -79,6 +86,7 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
     panoptic = load_segmenter(str(paths[0]))
     semantic = [load_segmenter(str(p)) for p in paths[1:]]
     things = set(CITYSCAPES_THING_TRAIN_IDS)
+    truths = _truths(test)
     quality = PanopticMetric(cityscapes_categories())
     classes = SemanticMetric(len(CITYSCAPES_CLASSES), ignore_index=IGNORE, class_names=list(CITYSCAPES_CLASSES))
     config = InferenceConfig(batch_size=BATCH)
@@ -90,12 +98,11 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
             probabilities = [torch.softmax(_upsampled(output.semantic, size), 1)]
             probabilities += [predict_probabilities(s, images, config) for s in semantic]
             merged = probabilities[0] if len(probabilities) == 1 else ensemble_probabilities(probabilities)
-            labels = test.labels[start : start + BATCH].long()
-            classes.update(merged.argmax(1), labels)
+            predicted = class_map(merged)
+            classes.update(predicted, test.labels[start : start + BATCH].long())
             for i in range(len(images)):
-                ids, segments = panoptic_segmentation(merged[i], output.center[i], output.offset[i], size, things)
-                truth, truth_segments = panoptic_truth(labels[i], test.instances[start + i].long(), things)
-                quality.update(truth, truth_segments, ids.numpy(), segments)
+                ids, segments = panoptic_from_semantic(predicted[i], output.center[i], output.offset[i], things)
+                quality.update(*truths[start + i], ids.numpy(), segments)
     result = quality.compute()
     return {
         PQ: result.pq,
@@ -117,6 +124,22 @@ def panoptic_truth(labels: torch.Tensor, instances: torch.Tensor, thing_ids) -> 
         if segment["category_id"] == IGNORE:
             ids[ids == segment["id"]] = 0
     return ids.numpy(), [s for s in segments if s["category_id"] != IGNORE]
+
+
+_TRUTHS: list = [None, []]  # [weak reference to the labels they were made from, the truths]
+
+
+def _truths(test: TrainingData) -> list[tuple]:
+    """Every test image's panoptic ground truth, made once per test split (the sweep scores it dozens of times)."""
+    made_from, truths = _TRUTHS
+    if made_from is None or made_from() is not test.labels:
+        things = set(CITYSCAPES_THING_TRAIN_IDS)
+        truths = [
+            panoptic_truth(labels.long(), instances.long(), things)
+            for labels, instances in zip(test.labels, test.instances, strict=True)
+        ]
+        _TRUTHS[:] = [weakref.ref(test.labels), truths]
+    return truths
 
 
 def _upsampled(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -238,7 +238,7 @@ def markdown_tables(runs: Sequence[ClaimRun]) -> str:
             )
             lines += [
                 "",
-                f"Spearman rank correlation of each label-free criterion with target mIoU over the tuning "
+                f"Spearman rank correlation of each label-free criterion with target {claim.metric} over the tuning "
                 f"candidates (mean over seeds): {rho}.",
             ]
         lines.append("")

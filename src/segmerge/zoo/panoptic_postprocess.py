@@ -108,7 +108,18 @@ def panoptic_segmentation(
             "panoptic_segmentation: expected one image's outputs [C,h,w], [1,h,w], [2,h,w]; got "
             f"{tuple(semantic_logits.shape)}, {tuple(center.shape)}, {tuple(offset.shape)}"
         )
-    semantic = _resize(semantic_logits, size).argmax(0)
+    return panoptic_from_semantic(_resize(semantic_logits, size).argmax(0), center, offset, thing_ids, config)
+
+
+def panoptic_from_semantic(
+    semantic: torch.Tensor,
+    center: torch.Tensor,
+    offset: torch.Tensor,
+    thing_ids: Collection[int],
+    config: PostprocessConfig = PostprocessConfig(),
+) -> tuple[torch.Tensor, list[dict]]:
+    """:func:`panoptic_segmentation` from a class map [H,W] already decided (e.g. by an ensemble)."""
+    size = tuple(semantic.shape)
     heatmap = _resize(center, size)[0]
     offsets = _resize(offset, size)
     centers = find_centers(heatmap, config)
