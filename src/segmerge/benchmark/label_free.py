@@ -12,15 +12,21 @@ labels are used only to score, never to choose.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from segmerge import api
 from segmerge.benchmark.claims import Claim
 from segmerge.benchmark.scoring import measure
 from segmerge.benchmark.store import remove_path
 from segmerge.training import TrainingData
+
+if TYPE_CHECKING:  # experiments imports settings, which imports this module
+    from segmerge.benchmark.experiments import ScoredMerge
 
 CRITERIA_SIGNS = {"entropy": -1.0, "agreement": 1.0, "consistency": 1.0}
 """Higher is better for every criterion once entropy (lower is better) is negated."""
@@ -54,7 +60,10 @@ def tune_claim(
     workdir: Path,
     settings: TuneSettings,
     seed: int,
+    scored: Sequence[ScoredMerge] = (),
 ) -> dict:
+    """``scored``: merges of this claim run already scored (the sweep); a candidate with the same
+    anchor and options takes its score instead of being merged and scored again."""
     from segmerge.tuning import TuningModels, candidate_grid, search
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -71,10 +80,15 @@ def tune_claim(
     found = search(
         tuning_models, unlabelled, rename=claim.renames, candidates=grid, criterion=PICK_CRITERION, seed=seed
     )
+    known = {recipe_key(m.anchor, m.options): m.score for m in scored}
     truths = []
     for i, row in enumerate(found.rows):
-        if len(row.candidate.models) == 1:
-            truths.append(singles[row.candidate.models[0]])
+        candidate = row.candidate
+        if len(candidate.models) == 1 or _alone(candidate.options, candidate.models.index(candidate.anchor)):
+            truths.append(singles[candidate.anchor])
+            continue
+        if len(candidate.models) == len(models) and recipe_key(candidate.anchor, candidate.options) in known:
+            truths.append(known[recipe_key(candidate.anchor, candidate.options)])
             continue
         output = workdir / f"candidate{i}{models[row.candidate.anchor].suffix}"
         api.merge(row.recipe, output=output, overwrite=True)
@@ -106,6 +120,21 @@ def tune_claim(
             for r, t in zip(found.rows, truths, strict=True)
         ],
     }
+
+
+def recipe_key(anchor: int, options: dict) -> str:
+    """One merge of a claim's two models, however it was named: its anchor and its options."""
+    return json.dumps({"anchor": anchor, **options}, sort_keys=True)
+
+
+def _alone(options: dict, anchor_position: int) -> bool:
+    """A weighted soup that gives the anchor everything: the anchor's own tensors."""
+    weights = options.get("weights")
+    return (
+        options.get("method") == "linear"
+        and weights is not None
+        and all(w == (1.0 if i == anchor_position else 0.0) for i, w in enumerate(weights))
+    )
 
 
 def learned_merge(

@@ -147,6 +147,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                             workdir / "tune",
                             settings.tune,
                             seed,
+                            run.merges,
                         )
                 runs.append(run)
                 if seed == settings.seeds[0]:
