@@ -73,17 +73,16 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
     """PQ, PQ things, PQ stuff, SQ, RQ (percent) of the panoptic network ``paths[0]`` - or of its
     semantic output averaged with the semantic models ``paths[1:]`` - and the mIoU of that
     semantic output. ``test`` needs labels and instances."""
-    from segmerge.zoo.models import load_model
     from segmerge.zoo.panoptic import PanopticModel
     from segmerge.zoo.panoptic_postprocess import panoptic_from_semantic
 
     if test.labels is None or test.instances is None:
         raise SegmergeError(f"{test.name or 'test data'}: PQ needs labels and instances (instances=True)")
     quiet_transformers()
-    network = load_model(paths[0])
+    panoptic = load_segmenter(str(paths[0]))
+    network = panoptic.module  # its forward gives the centres and offsets with the semantic logits
     if not isinstance(network, PanopticModel):
         raise SegmergeError(f"{paths[0]}: PQ needs a panoptic network first, got {type(network).__name__}")
-    panoptic = load_segmenter(str(paths[0]))
     semantic = [load_segmenter(str(p)) for p in paths[1:]]
     things = set(CITYSCAPES_THING_TRAIN_IDS)
     truths = _truths(test)
