@@ -61,10 +61,11 @@ class ModelSpec:
 
 
 class DataCache:
-    """Rendered training/test tensors, shared by every model of a run."""
+    """Rendered training/test tensors, shared by every model of a run (read from the store once)."""
 
     def __init__(self, settings: BenchSettings, store: ArtifactStore, progress: bool = True) -> None:
         self.settings, self.store, self.progress = settings, store, progress
+        self._loaded: dict[str, TrainingData] = {}
 
     def get(self, domain: str, split: str, n: int, labelled: bool = True, instances: bool = False) -> TrainingData:
         """``instances``: also the thing instance ids (what panoptic training and PQ need)."""
@@ -72,6 +73,8 @@ class DataCache:
 
         seed = self.settings.data_seed
         key = cache_key(domain=domain, split=split, n=n, seed=seed, labelled=labelled, **_flag(instances=instances))
+        if key in self._loaded:
+            return self._loaded[key]
 
         def render() -> TrainingData:
             samples = SyntheticDataset(domain, n=n, seed=seed, split=split)
@@ -79,7 +82,8 @@ class DataCache:
             return TrainingData.from_samples(samples, labelled, name, self.progress, instances=instances)
 
         suffix = "-instances" if instances else ""
-        return self.store.data(f"{domain}-{split}-{n}{suffix}", key, render)
+        self._loaded[key] = self.store.data(f"{domain}-{split}-{n}{suffix}", key, render)
+        return self._loaded[key]
 
     def source(self, domain: str, instances: bool = False) -> TrainingData:
         return self.get(domain, "train", self.settings.source_images, instances=instances)
