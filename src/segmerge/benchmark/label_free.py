@@ -87,10 +87,11 @@ def tune_claim(
         if len(candidate.models) == 1 or _alone(candidate.options, candidate.models.index(candidate.anchor)):
             truths.append(singles[candidate.anchor])
             continue
-        if len(candidate.models) == len(models) and recipe_key(candidate.anchor, candidate.options) in known:
-            truths.append(known[recipe_key(candidate.anchor, candidate.options)])
+        key = recipe_key(candidate.anchor, candidate.options)
+        if len(candidate.models) == len(models) and key in known:
+            truths.append(known[key])
             continue
-        output = workdir / f"candidate{i}{models[row.candidate.anchor].suffix}"
+        output = workdir / f"candidate{i}{models[candidate.anchor].suffix}"
         api.merge(row.recipe, output=output, overwrite=True)
         truths.append(measure(claim.metric, [output], test)[claim.metric])
         remove_path(output)

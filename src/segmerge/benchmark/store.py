@@ -69,8 +69,8 @@ class ArtifactStore:
 
         def make(temporary: Path) -> None:
             data = render()
-            content = {"images": data.images, "labels": data.labels, "name": data.name}
-            torch.save({**content, "instances": data.instances}, temporary)
+            content = {"images": data.images, "labels": data.labels, "name": data.name, "instances": data.instances}
+            torch.save(content, temporary)
 
         self.produce(path, make)
         content = torch.load(path, map_location="cpu", weights_only=True)

@@ -170,9 +170,9 @@ def mean_correlations(runs: Sequence[ClaimRun]) -> dict[str, float]:
     names = runs[0].label_free.get("rank_correlation", {})
     out = {}
     for name in names:
-        values = [r.label_free["rank_correlation"][name] for r in runs]
-        values = [v for v in values if v == v]  # NaN when a criterion or mIoU was constant
-        out[name] = round(statistics.fmean(values), 2) if values else None
+        # Stat leaves out NaN: a criterion or the true score was constant over a seed's candidates.
+        stat = Stat([r.label_free["rank_correlation"][name] for r in runs])
+        out[name] = round(stat.mean, 2) if stat.values else None
     return out
 
 
