@@ -5,12 +5,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from segmerge.benchmark.candidates import DEFAULT, SOUP, sweep_candidates
-from segmerge.benchmark.experiments import ClaimRun, ScoredMerge
-from segmerge.benchmark.settings import QUICK
-from segmerge.benchmark.store import ArtifactStore, cache_key
-from segmerge.benchmark.summary import claims_object, markdown_tables
 from segmerge.cli.app import app
+from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, sweep_candidates
+from segmerge_bench.benchmark.experiments import ClaimRun, ScoredMerge
+from segmerge_bench.benchmark.settings import QUICK
+from segmerge_bench.benchmark.store import ArtifactStore, cache_key
+from segmerge_bench.benchmark.summary import claims_object, markdown_tables
 
 
 def _run(claim, regime, seed, singles, soup, default, ensemble, swept=()):
@@ -50,7 +50,7 @@ def test_round_trip_of_a_run_through_json():
 def test_sweep_covers_the_grid_the_heat_map_needs():
     names = [c.name for c in sweep_candidates(QUICK.sweep)]
     assert len(names) == len(set(names))
-    full = sweep_candidates(__import__("segmerge.benchmark", fromlist=["FULL"]).FULL.sweep)
+    full = sweep_candidates(__import__("segmerge_bench.benchmark", fromlist=["FULL"]).FULL.sweep)
     grid = {(c.ramp_start, c.end_weight) for c in full if c.options.get("ramp") == "linear" and c.anchor == 0}
     assert len(grid) >= 4
 

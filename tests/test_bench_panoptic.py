@@ -8,18 +8,18 @@ import os
 
 import pytest
 
-from segmerge.benchmark.candidates import DEFAULT, SOUP
-from segmerge.benchmark.experiments import ENSEMBLE, ClaimRun, ScoredMerge
-from segmerge.benchmark.scoring import MIOU, PQ, measure, panoptic_truth, score
-from segmerge.benchmark.summary import claims_object, markdown_tables
 from segmerge.evaluation.runner import EvaluationConfig, evaluate
+from segmerge.labels import CITYSCAPES_CLASSES, THING_TRAIN_IDS
 from segmerge.metrics import PanopticMetric
-from segmerge.metrics.protocols import CITYSCAPES_CLASSES, CITYSCAPES_THING_TRAIN_IDS
 from segmerge.segmenters import load_segmenter
-from segmerge.synthetic import SyntheticDataset
-from segmerge.training import TrainConfig, TrainingData, train_source_only
-from segmerge.training.panoptic import train_panoptic_supervised
-from segmerge.zoo.models import build_model, save_model
+from segmerge_bench.benchmark.candidates import DEFAULT, SOUP
+from segmerge_bench.benchmark.experiments import ENSEMBLE, ClaimRun, ScoredMerge
+from segmerge_bench.benchmark.scoring import MIOU, PQ, measure, panoptic_truth, score
+from segmerge_bench.benchmark.summary import claims_object, markdown_tables
+from segmerge_bench.synthetic import SyntheticDataset
+from segmerge_bench.training import TrainConfig, TrainingData, train_source_only
+from segmerge_bench.training.panoptic import train_panoptic_supervised
+from segmerge_bench.zoo.models import build_model, save_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FAST = TrainConfig(steps=12, batch_size=4, lr=3e-3, warmup_steps=2, threads=1, progress=False)
@@ -44,7 +44,7 @@ def test_truth_from_labels_and_instances_is_the_datasets_panoptic_ground_truth(t
     metric = PanopticMetric(trained["dataset"].categories)
     for i, sample in enumerate(trained["dataset"]):
         labels, instances = trained["test"].labels[i].long(), trained["test"].instances[i].long()
-        ids, segments = panoptic_truth(labels, instances, CITYSCAPES_THING_TRAIN_IDS)
+        ids, segments = panoptic_truth(labels, instances, THING_TRAIN_IDS)
         metric.update(sample.panoptic.ids, sample.panoptic.segments_info, ids, segments)
     result = metric.compute()
     assert result.n_things > 0 and result.pq == pytest.approx(100.0)

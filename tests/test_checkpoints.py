@@ -42,7 +42,7 @@ def test_mmseg_layout_is_unwrapped_and_kept_on_output(tmp_path):
             {"state_dict": tiny_state(i), "meta": meta, "optimizer": {"lr": torch.tensor(0.1)}}, tmp_path / f"{i}.pth"
         )
     assert_same(load_checkpoint(tmp_path / "1.pth"), tiny_state(1))
-    api.merge([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], output=tmp_path / "m.pth")
+    api.merge_to_file([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], output=tmp_path / "m.pth")
     raw = torch.load(tmp_path / "m.pth", weights_only=False)
     assert set(raw) == {"state_dict", "meta"}  # optimizer state dropped
     assert raw["meta"]["CLASSES"] == ("road", "car") and raw["meta"]["seed"] == 3
@@ -61,7 +61,7 @@ def test_plain_state_dict_output_stays_plain_with_provenance(tmp_path):
 
     for i in (1, 2):
         torch.save(tiny_state(i), tmp_path / f"{i}.pth")
-    api.merge([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], output=tmp_path / "m.pth")
+    api.merge_to_file([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], output=tmp_path / "m.pth")
     raw = torch.load(tmp_path / "m.pth", weights_only=True)
     assert list(raw) == list(tiny_state(1))
     assert "recipe" in raw._metadata["__segmerge__"]
@@ -111,7 +111,7 @@ def test_folder_output_keeps_the_anchors_config(tmp_path):
         (d / "config.json").write_text(json.dumps({"model_type": "toy", "id": i}))
         (d / "preprocessor_config.json").write_text("{}")
         save_file(tiny_state(i), d / "model.safetensors")
-    api.merge([str(tmp_path / "m2"), str(tmp_path / "m1")], output=tmp_path / "out")
+    api.merge_to_file([str(tmp_path / "m2"), str(tmp_path / "m1")], output=tmp_path / "out")
     out = tmp_path / "out"
     assert json.loads((out / "config.json").read_text())["id"] == 2
     assert (out / "preprocessor_config.json").exists()

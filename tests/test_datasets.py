@@ -13,20 +13,24 @@ from cityscapesscripts.helpers.labels import labels as cs_labels
 from PIL import Image
 
 from segmerge.datasets import (
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_PANOPTIC_CATEGORIES,
     CityscapesDataset,
     CityscapesPanopticDataset,
     FolderDataset,
     GTA5Dataset,
     SynthiaDataset,
-    colorize,
     dataset_kinds,
     open_dataset,
 )
 from segmerge.datasets.images import decode_png, read_png_channels
-from segmerge.datasets.labels import LABEL_ID_TO_TRAIN_ID, SYNTHIA_TO_TRAIN_ID
 from segmerge.errors import SegmergeError
+from segmerge.labels import (
+    CITYSCAPES,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PANOPTIC_CATEGORIES,
+    LABEL_ID_TO_TRAIN_ID,
+    SYNTHIA_TO_TRAIN_ID,
+)
+from segmerge.reports import colorize
 
 H, W = 8, 16
 ROAD, SIDEWALK, CAR, PERSON, UNLABELED, SKY = 7, 8, 26, 24, 0, 23  # Cityscapes labelIds
@@ -141,6 +145,25 @@ def test_label_table_follows_cityscapesscripts():
     )
     assert (LABEL_ID_TO_TRAIN_ID[34:] == 255).all()
     assert CITYSCAPES_CLASSES[0] == "road" and CITYSCAPES_CLASSES[13] == "car" and len(CITYSCAPES_CLASSES) == 19
+
+
+def test_class_table_is_the_official_one_entry_by_entry():
+    evaluated = sorted((lab for lab in cs_labels if not lab.ignoreInEval), key=lambda lab: lab.trainId)
+    assert len(CITYSCAPES) == len(evaluated) == 19
+    for ours, official in zip(CITYSCAPES, evaluated, strict=True):
+        assert (ours.train_id, ours.label_id, ours.name) == (official.trainId, official.id, official.name)
+        assert ours.color == tuple(official.color) and ours.is_thing == official.hasInstances, official.name
+
+
+def test_label_module_imports_nothing_of_segmerge_nor_cityscapesscripts():
+    import ast
+
+    import segmerge.labels
+
+    tree = ast.parse(Path(segmerge.labels.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"__future__", "dataclasses", "numpy"}
 
 
 def test_synthia_table_matches_daformer():

@@ -4,9 +4,9 @@ import json
 
 from typer.testing import CliRunner
 
-from segmerge.benchmark.shipping import shipped_manifest
 from segmerge.checkpoints import load_checkpoint
 from segmerge.cli.app import app
+from segmerge_bench.benchmark.shipping import shipped_manifest
 
 
 def test_demo_json_reports_the_three_claims_in_both_regimes(tmp_path):
@@ -40,7 +40,7 @@ def test_demo_merges_keep_the_anchor_head_and_blend_the_encoder(tmp_path):
     assert result.exit_code == 0, result.output
     assert "paper's gain" in result.output
     manifest = shipped_manifest()
-    from segmerge.benchmark.models import shipped_path
+    from segmerge_bench.benchmark.models import shipped_path
 
     files = manifest["regimes"]["appearance"]
     anchor = load_checkpoint(shipped_path(files["UDA A"]))

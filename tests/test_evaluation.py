@@ -36,7 +36,7 @@ def make_folder_dataset(root: Path, n: int = 5, size=(32, 48), seed=0) -> str:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from segmerge.zoo.toy_checkpoints import tiny_segformer
+    from segmerge_bench.zoo.toy_checkpoints import tiny_segformer
 
     root = tmp_path_factory.mktemp("models")
     for seed in (1, 2):

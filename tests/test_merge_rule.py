@@ -1,4 +1,4 @@
-"""Properties of the layer-wise rule (METHOD.md rules 2-6) on generated models."""
+"""Properties of the layer-wise rule (docs/method.md rules 2-6) on generated models."""
 
 from __future__ import annotations
 

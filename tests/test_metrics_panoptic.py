@@ -13,7 +13,8 @@ from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as referen
 from PIL import Image
 
 from segmerge.errors import SegmergeError
-from segmerge.metrics import PanopticMetric, cityscapes_categories, id2rgb, rgb2id
+from segmerge.labels import cityscapes_categories
+from segmerge.metrics import PanopticMetric, id2rgb, rgb2id
 
 CATEGORIES = [
     {"id": 7, "name": "road", "isthing": 0},

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from segmerge.errors import SegmergeError
-from segmerge.metrics import CITYSCAPES_CLASSES, PROTOCOLS, SemanticMetric, protocol
+from segmerge.labels import CITYSCAPES_CLASSES, PROTOCOLS
+from segmerge.metrics import SemanticMetric, protocol
 
 IGNORE = 255
 

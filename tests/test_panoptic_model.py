@@ -23,15 +23,15 @@ from segmerge.cli.app import app
 from segmerge.errors import SegmergeError
 from segmerge.metrics import PanopticMetric
 from segmerge.segmenters import load_segmenter
-from segmerge.synthetic import SyntheticDataset
-from segmerge.training import TrainConfig, TrainingData, pretrain
-from segmerge.training.panoptic import train_panoptic_supervised, train_panoptic_uda
-from segmerge.training.panoptic_loss import instance_targets
-from segmerge.zoo.daformer import build_daformer
-from segmerge.zoo.models import build_model, decoder_of, encoder_of, load_model, save_model, segment
-from segmerge.zoo.panoptic import PanopticModel
-from segmerge.zoo.panoptic_postprocess import PostprocessConfig, find_centers, fuse, panoptic_segmentation
-from segmerge.zoo.segformer import build_segformer
+from segmerge_bench.synthetic import SyntheticDataset
+from segmerge_bench.training import TrainConfig, TrainingData, pretrain
+from segmerge_bench.training.panoptic import train_panoptic_supervised, train_panoptic_uda
+from segmerge_bench.training.panoptic_loss import instance_targets
+from segmerge_bench.zoo.daformer import build_daformer
+from segmerge_bench.zoo.models import build_model, decoder_of, encoder_of, load_model, save_model, segment
+from segmerge_bench.zoo.panoptic import PanopticModel
+from segmerge_bench.zoo.panoptic_postprocess import PostprocessConfig, find_centers, fuse, panoptic_segmentation
+from segmerge_bench.zoo.segformer import build_segformer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

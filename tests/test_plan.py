@@ -1,4 +1,4 @@
-"""Every key of every model is classified and grouped into layers as METHOD.md defines."""
+"""Every key of every model is classified and grouped into layers as docs/method.md defines."""
 
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def test_ensemble_is_the_mean_of_probabilities():
 
 
 def test_hf_segformer_folder(tmp_path):
-    from segmerge.zoo.toy_checkpoints import tiny_segformer
+    from segmerge_bench.zoo.toy_checkpoints import tiny_segformer
 
     tiny_segformer(seed=0).save_pretrained(tmp_path / "seg")
     s = load_segmenter(str(tmp_path / "seg"))

@@ -9,11 +9,10 @@ import pytest
 from PIL import Image
 
 from segmerge.errors import SegmergeError
-from segmerge.synthetic import (
+from segmerge.labels import IGNORE_INDEX, THING_TRAIN_IDS
+from segmerge_bench.synthetic import (
     DOMAINS,
-    IGNORE_INDEX,
     STUFF_SEGMENT_BASE,
-    THING_TRAIN_IDS,
     TRAIN_ID,
     TRAIN_ID_NAMES,
     Domain,

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from segmerge import api
 from segmerge.recipe import Recipe
-from segmerge.synthetic import SyntheticDataset
 from segmerge.tuning import FunctionalMerge, TuningModels, candidate_grid, learn, load_images, search
 from segmerge.tuning.criteria import (
     CriteriaMeter,
@@ -26,6 +25,7 @@ from segmerge.tuning.criteria import (
 from segmerge.tuning.learn import pixel_loss
 from segmerge.tuning.output import recipe_path
 from segmerge.tuning.search import default_anchors
+from segmerge_bench.synthetic import SyntheticDataset
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 DAFORMER_ONTO_SEGFORMER = {1: [(r"^backbone\.", "segformer.encoder.")]}
@@ -140,7 +140,7 @@ def test_functional_merge_equals_the_streamed_merge_and_stays_on_the_simplex():
 
 def finetuned(architecture: str, seed: int, scale: float = 0.05):
     """A network from the shared initialisation, moved as fine-tuning would (seeded noise)."""
-    from segmerge.zoo.models import build_model
+    from segmerge_bench.zoo.models import build_model
 
     model = build_model(architecture, seed=0)
     g = torch.Generator().manual_seed(seed)
@@ -152,7 +152,7 @@ def finetuned(architecture: str, seed: int, scale: float = 0.05):
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    from segmerge.zoo.models import save_model
+    from segmerge_bench.zoo.models import save_model
 
     root = tmp_path_factory.mktemp("zoo")
     paths = {

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import segmerge
 from segmerge.errors import SegmergeError
 from segmerge.segmenters import load_segmenter
-from segmerge.training import (
+from segmerge_bench.training import (
     SharedStart,
     TrainConfig,
     TrainingData,
@@ -27,11 +27,11 @@ from segmerge.training import (
     train_target_oracle,
     train_uda,
 )
-from segmerge.training.classmix import class_mix
-from segmerge.training.teacher import EMATeacher
-from segmerge.zoo.daformer import build_daformer, load_daformer
-from segmerge.zoo.models import build_model, encoder_of, load_model, save_model, segment
-from segmerge.zoo.segformer import build_segformer
+from segmerge_bench.training.classmix import class_mix
+from segmerge_bench.training.teacher import EMATeacher
+from segmerge_bench.zoo.daformer import build_daformer, load_daformer
+from segmerge_bench.zoo.models import build_model, encoder_of, load_model, save_model, segment
+from segmerge_bench.zoo.segformer import build_segformer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -119,7 +119,7 @@ def test_other_pth_files_get_the_clear_error(tmp_path):
 
 
 def test_atrous_convolution_equals_a_dilated_one():
-    from segmerge.zoo.daformer import AtrousConv2d
+    from segmerge_bench.zoo.daformer import AtrousConv2d
 
     for dilation in (2, 4, 6):
         reference = torch.nn.Conv2d(8, 8, 3, padding=dilation, dilation=dilation, groups=8)

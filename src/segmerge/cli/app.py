@@ -38,8 +38,18 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
-# Registration: importing the modules adds their commands to ``app``, in this order in --help.
+# Registration: importing the modules adds their commands to ``app``, in this order in --help;
+# then the commands of installed plugins (``segmerge.commands`` entry points, segmerge.plugins).
 from segmerge.cli import merge_commands  # noqa: E402,F401,I001
 from segmerge.cli import eval_commands  # noqa: E402,F401
-from segmerge.cli import data_command, demo_command, bench_command  # noqa: E402,F401
 from segmerge.cli import tune_command  # noqa: E402,F401
+
+
+def add_plugin_commands() -> None:
+    from segmerge.plugins import COMMANDS, plugins
+
+    for register in plugins(COMMANDS):
+        register(app)
+
+
+add_plugin_commands()

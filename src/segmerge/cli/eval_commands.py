@@ -72,8 +72,8 @@ def evaluate_command(
     from segmerge.evaluation.distributed import init_from_environment
     from segmerge.evaluation.inference import InferenceConfig
     from segmerge.evaluation.runner import EvaluationConfig, evaluate
-    from segmerge.metrics.protocols import CITYSCAPES_CLASSES
-    from segmerge.metrics.protocols import protocol as find_protocol
+    from segmerge.labels import CITYSCAPES_CLASSES
+    from segmerge.metrics.semantic import protocol as find_protocol
     from segmerge.segmenters import load_segmenter
 
     if mode not in ("whole", "slide"):
@@ -156,7 +156,7 @@ def score_command(
         if pred is None or gt is None:
             raise SegmergeError("give --pred and --gt folders (or --panoptic with its files)")
         from segmerge.evaluation.runner import semantic_summary
-        from segmerge.metrics.protocols import CITYSCAPES_CLASSES
+        from segmerge.labels import CITYSCAPES_CLASSES
 
         names = list(CITYSCAPES_CLASSES) if num_classes == 19 else [f"class {i}" for i in range(num_classes)]
         metric = score_semantic_folders(pred, gt, num_classes, names, ignore_index)

@@ -14,6 +14,7 @@ from segmerge.cli.app import app, stderr, stdout, user_errors
 from segmerge.cli.options import recipe_options
 from segmerge.cli.plan_view import render_plan
 from segmerge.errors import RecipeError
+from segmerge.merging.execute import single_threaded
 from segmerge.merging.methods import method_names
 
 Models = Annotated[list[str] | None, typer.Argument(help="checkpoints: .pth/.pt/.bin, .safetensors, HF folders")]
@@ -116,7 +117,7 @@ def merge(
     dump_recipe: Annotated[bool, typer.Option("--dump-recipe", help="print the recipe that ran (YAML)")] = False,
     trust_pickle: TrustPickle = False,
 ) -> None:
-    """Merge the models into one checkpoint (layer-wise by default, METHOD.md defaults)."""
+    """Merge the models into one checkpoint (layer-wise by default, docs/method.md defaults)."""
     the_recipe = _recipe(models, recipe, locals())
     target = output if output is not None else the_recipe.output
     if target is None:
@@ -125,7 +126,8 @@ def merge(
     opened = api.open_merge(the_recipe, trust_pickle)
     for warning in opened.plan.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}")
-    written = api.write_merge(opened, Path(target), overwrite)
+    with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)
+        written = api.write_merge(opened, Path(target), overwrite)
     counts = opened.plan.counts()
     stderr.print(
         f"wrote {written} ({counts.get('merged', 0)} keys merged in {len(opened.plan.layers)} layers, "

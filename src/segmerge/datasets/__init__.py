@@ -1,8 +1,9 @@
-"""Dataset readers for evaluation: every sample comes out in Cityscapes trainIds.
+"""Dataset readers for evaluation: every sample comes out in Cityscapes trainIds (:mod:`segmerge.labels`).
 
 ``open_dataset("cityscapes:/data/cityscapes", split="val")`` is what the CLI calls; the
 kinds are registered by the reader modules imported below, so adding a dataset means one
-module with an ``@register("kind")`` class and one import line here.
+module with an ``@register("kind")`` class and one import line here (or, from another
+package, a ``segmerge.datasets`` entry point: :mod:`segmerge.plugins`).
 """
 
 from __future__ import annotations
@@ -20,29 +21,10 @@ from segmerge.datasets.base import (
 from segmerge.datasets.cityscapes import CityscapesDataset, CityscapesPanopticDataset
 from segmerge.datasets.folder import FolderDataset
 from segmerge.datasets.gta5 import GTA5Dataset
-from segmerge.datasets.labels import (
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_PALETTE,
-    CITYSCAPES_PANOPTIC_CATEGORIES,
-    IGNORE_INDEX,
-    NUM_CLASSES,
-    SYNTHIA_13_TRAIN_IDS,
-    SYNTHIA_16_TRAIN_IDS,
-    THING_TRAIN_IDS,
-    colorize,
-)
 from segmerge.datasets.synthia import SynthiaDataset
 from segmerge.errors import SegmergeError
 
 __all__ = [
-    "CITYSCAPES_CLASSES",
-    "CITYSCAPES_PALETTE",
-    "CITYSCAPES_PANOPTIC_CATEGORIES",
-    "IGNORE_INDEX",
-    "NUM_CLASSES",
-    "SYNTHIA_13_TRAIN_IDS",
-    "SYNTHIA_16_TRAIN_IDS",
-    "THING_TRAIN_IDS",
     "CityscapesDataset",
     "CityscapesPanopticDataset",
     "DatasetShard",
@@ -53,7 +35,6 @@ __all__ = [
     "Sample",
     "SegmentationDataset",
     "SynthiaDataset",
-    "colorize",
     "dataset_class",
     "dataset_kinds",
     "open_dataset",
@@ -76,8 +57,3 @@ def open_dataset(spec: str, split: str = "val") -> SegmentationDataset:
             f"valid kinds: {', '.join(dataset_kinds())}"
         )
     return dataset_class(kind).from_spec(argument, split)
-
-
-# Last, with a plain import (safe while that module is itself mid-import, as when it is imported
-# first): the built-in benchmark's procedural domains register as ``synthetic:DOMAIN[,n=N][,seed=S]``.
-import segmerge.synthetic.dataset  # noqa: E402,F401

@@ -17,8 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from segmerge.datasets.images import read_image, read_label
-from segmerge.datasets.labels import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES, map_ids
 from segmerge.errors import SegmergeError
+from segmerge.labels import CITYSCAPES_CLASSES, IGNORE_INDEX, NUM_CLASSES, map_ids
 
 CONVERTED_SUFFIX = "_labelTrainIds"
 
@@ -266,10 +266,15 @@ def register(kind: str) -> Callable[[type[SegmentationDataset]], type[Segmentati
 
 
 def dataset_kinds() -> list[str]:
+    from segmerge.plugins import DATASETS, plugins
+
+    plugins(DATASETS)  # importing a dataset plugin registers its kinds
     return sorted(_KINDS)
 
 
 def dataset_class(kind: str) -> type[SegmentationDataset]:
+    if kind not in _KINDS:
+        dataset_kinds()
     try:
         return _KINDS[kind]
     except KeyError:

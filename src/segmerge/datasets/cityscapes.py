@@ -40,8 +40,8 @@ from segmerge.datasets.base import (
     register,
 )
 from segmerge.datasets.images import read_image
-from segmerge.datasets.labels import CITYSCAPES_PANOPTIC_CATEGORIES, IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 from segmerge.errors import SegmergeError
+from segmerge.labels import CITYSCAPES_PANOPTIC_CATEGORIES, IGNORE_INDEX, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from segmerge.datasets.base import Pair, PairedDataset, describe_unmatched, read_label_ids, register, require_files
-from segmerge.datasets.labels import LABEL_ID_TO_TRAIN_ID
 from segmerge.errors import SegmergeError
+from segmerge.labels import LABEL_ID_TO_TRAIN_ID
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LABEL_EXTENSIONS = (".png",)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from segmerge.datasets.base import PairedDataset, is_converted, match_by_file_name, read_label_ids, register
-from segmerge.datasets.labels import LABEL_ID_TO_TRAIN_ID
+from segmerge.labels import LABEL_ID_TO_TRAIN_ID
 
 LAYOUT = "{root}/images/*.png with {root}/labels/*.png of the same file names (Cityscapes labelIds)"
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from segmerge.datasets.base import PairedDataset, is_converted, match_by_file_name, register
 from segmerge.datasets.images import read_png_channels
-from segmerge.datasets.labels import SYNTHIA_ID_TO_TRAIN_ID, map_ids
+from segmerge.labels import SYNTHIA_ID_TO_TRAIN_ID, map_ids
 
 LAYOUT = "{root}/RGB/*.png with {root}/GT/LABELS/*.png of the same file names (16-bit PNGs, class id in channel 0)"
 CLASS_CHANNEL = 0

@@ -1,4 +1,4 @@
-"""Run a merge plan: read, merge and yield one tensor at a time (METHOD.md rules 5-6)."""
+"""Run a merge plan: read, merge and yield one tensor at a time (docs/method.md rules 5-6)."""
 
 from __future__ import annotations
 
@@ -25,18 +25,18 @@ def execute(
     anchor = sources[plan.anchor]
     metas = [s.metas() for s in sources]
     for key_plan in plan.keys:
-        with single_threaded():
-            if key_plan.action != Action.MERGED:
-                tensor = anchor.get(key_plan.key)
-            else:
-                tensor = merge_key(key_plan, sources, method, base, metas)
+        if key_plan.action != Action.MERGED:
+            tensor = anchor.get(key_plan.key)
+        else:
+            tensor = merge_key(key_plan, sources, method, base, metas)
         yield key_plan.key, tensor
         del tensor
 
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
-    """Run torch's intra-op work on one thread for the duration (restored after).
+    """Run torch's intra-op work on one thread for the duration (restored after); the caller
+    chooses it (the ``segmerge merge`` command does), the library never changes threads itself.
 
     A key's work is a few memory-bound passes over tensors of at most a few MB: a second
     thread gains little, while the input hashing thread (and anything else running) already

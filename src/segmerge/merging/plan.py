@@ -1,7 +1,7 @@
 """The merge plan: every key of every model classified, grouped into layers, weighted.
 
 Built from shapes and dtypes alone (no tensor data), so ``segmerge plan`` is instant and
-shows exactly what ``segmerge merge`` will do. METHOD.md rules 1-4 live here.
+shows exactly what ``segmerge merge`` will do. docs/method.md rules 1-4 live here.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def build_plan(
     base: Mapping[str, TensorMeta] | None = None,
     base_label: str | None = None,
 ) -> MergePlan:
-    """Classify every key, group eligible keys into layers and weigh them (METHOD.md 1-4)."""
+    """Classify every key, group eligible keys into layers and weigh them (docs/method.md 1-4)."""
     num_models = len(metas)
     labels = list(labels) if labels is not None else [f"model{i}" for i in range(num_models)]
     renames = renames or {}

@@ -1,4 +1,4 @@
-"""The anchor's weight as a function of normalised depth (METHOD.md, rule 4).
+"""The anchor's weight as a function of normalised depth (docs/method.md, rule 4).
 
 Early layers are unified (every model weighs 1/M); from the ramp start on, the anchor's
 weight rises along the ramp towards ``end_weight`` at the last layer.
@@ -11,6 +11,11 @@ from collections.abc import Callable
 from typing import Literal
 
 RampShape = Literal["linear", "cosine", "step"]
+
+# The library's defaults, in this one place (the evidence for each: docs/method.md).
+DEFAULT_RAMP_START = 0.5
+DEFAULT_END_WEIGHT = 0.75
+DEFAULT_RAMP: RampShape = "linear"
 
 RAMPS: dict[str, Callable[[float], float]] = {
     "linear": lambda u: u,
@@ -29,9 +34,9 @@ def normalised_depth(index: int, num_layers: int) -> float:
 def anchor_weight(
     depth: float,
     num_models: int,
-    ramp_start: float = 0.5,
-    end_weight: float = 1.0,
-    ramp: RampShape = "linear",
+    ramp_start: float = DEFAULT_RAMP_START,
+    end_weight: float = DEFAULT_END_WEIGHT,
+    ramp: RampShape = DEFAULT_RAMP,
 ) -> float:
     """H_a(t): the anchor's share of a layer at normalised depth ``depth``."""
     uniform = 1.0 / num_models
@@ -46,9 +51,9 @@ def layer_weights(
     num_models: int,
     anchor: int,
     donor_shares: list[float] | None = None,
-    ramp_start: float = 0.5,
-    end_weight: float = 1.0,
-    ramp: RampShape = "linear",
+    ramp_start: float = DEFAULT_RAMP_START,
+    end_weight: float = DEFAULT_END_WEIGHT,
+    ramp: RampShape = DEFAULT_RAMP,
 ) -> list[float]:
     """Weights of all models at one depth: the anchor's H_a(t), the rest split among donors.
 

@@ -6,29 +6,14 @@ all-reduce under torch.distributed), ``merge_state()`` or ``a + b`` combine shar
 """
 
 from segmerge.metrics.panoptic import PanopticClassResult, PanopticMetric, PanopticResult, id2rgb, rgb2id
-from segmerge.metrics.protocols import (
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_LABEL_IDS,
-    CITYSCAPES_THING_TRAIN_IDS,
-    PROTOCOLS,
-    ClassSubset,
-    cityscapes_categories,
-    protocol,
-)
-from segmerge.metrics.semantic import SemanticMetric, SemanticResult, sync_state
+from segmerge.metrics.semantic import SemanticMetric, SemanticResult, protocol, sync_state
 
 __all__ = [
-    "CITYSCAPES_CLASSES",
-    "CITYSCAPES_LABEL_IDS",
-    "CITYSCAPES_THING_TRAIN_IDS",
-    "PROTOCOLS",
-    "ClassSubset",
     "PanopticClassResult",
     "PanopticMetric",
     "PanopticResult",
     "SemanticMetric",
     "SemanticResult",
-    "cityscapes_categories",
     "id2rgb",
     "protocol",
     "rgb2id",

@@ -27,7 +27,16 @@ import torch
 import torch.distributed as dist
 
 from segmerge.errors import SegmergeError
-from segmerge.metrics.protocols import ClassSubset, protocol
+from segmerge.labels import PROTOCOLS, ClassSubset
+
+
+def protocol(name: str) -> ClassSubset:
+    """The class subset called ``name`` (``cityscapes19``, ``synthia16``, ``synthia13``)."""
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        valid = ", ".join(sorted(PROTOCOLS))
+        raise SegmergeError(f"unknown evaluation protocol {name!r}; valid protocols: {valid}") from None
 
 
 def sync_state(state: Mapping[str, torch.Tensor], group=None) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segmerge.datasets.labels import CITYSCAPES_PALETTE as _OFFICIAL_PALETTE
-
-IGNORE_INDEX = 255
+from segmerge.labels import CITYSCAPES_PALETTE as _OFFICIAL_PALETTE
+from segmerge.labels import IGNORE_INDEX
 
 #: 19 x 3 uint8: row ``i`` is the colour of trainId ``i`` (the official label table).
 CITYSCAPES_PALETTE = _OFFICIAL_PALETTE

@@ -60,7 +60,7 @@ def load_segmenter(spec: str, factory: str | None = None, name: str | None = Non
 
     ``spec`` is a checkpoint path. With ``factory`` (``FILE.py:function`` or
     ``module:function``) the factory builds the network from that path; otherwise a
-    Hugging Face folder is loaded with transformers, or a built-in segmerge model.
+    Hugging Face folder is loaded with transformers, or a plugin's loader recognises the file.
     """
     label = name or Path(spec).name
     if factory is not None:
@@ -74,11 +74,35 @@ def load_segmenter(spec: str, factory: str | None = None, name: str | None = Non
 
             segmenter = from_hf_folder(path, label)
         else:
-            from segmerge.segmenters.builtin import from_builtin_checkpoint
-
-            segmenter = from_builtin_checkpoint(path, label)
+            segmenter = from_plugins(path, label)
     segmenter.module.eval()
     return segmenter.to(device)
+
+
+_LOADERS: list = []
+
+
+def register_loader(loader) -> None:
+    """Add ``loader(path, label) -> Segmenter | None`` to the ones :func:`load_segmenter` tries
+    (in process; other packages use the ``segmerge.segmenters`` entry point, :mod:`segmerge.plugins`)."""
+    if loader not in _LOADERS:
+        _LOADERS.append(loader)
+
+
+def from_plugins(path: Path, label: str) -> Segmenter:
+    """The first registered loader that recognises ``path``, or an error that says what to pass instead."""
+    from segmerge.plugins import SEGMENTERS, plugins
+
+    if not path.exists():
+        raise SegmergeError(f"{path}: no such file or folder")
+    for loader in (*_LOADERS, *plugins(SEGMENTERS)):
+        segmenter = loader(path, label)
+        if segmenter is not None:
+            return segmenter
+    raise SegmergeError(
+        f"{path}: segmerge cannot tell which network this checkpoint belongs to; pass a Hugging Face "
+        "folder (config.json + weights) or --model FILE.py:function that builds the network from it"
+    )
 
 
 def check_classes(segmenter: Segmenter, num_classes: int) -> None:

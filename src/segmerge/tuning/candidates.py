@@ -4,7 +4,7 @@ A :class:`Candidate` is a recipe in the making: which of the models it merges (a
 that holds the anchor), and the options of :func:`segmerge.api.make_recipe` for them. The
 grid lists, for every anchor and subset, the simplest recipes first - the anchor alone,
 the uniform soup, soups leaning towards or away from the anchor - and then the layer-wise
-schedules over ramp start, end weight and ramp shape (METHOD.md rule 4).
+schedules over ramp start, end weight and ramp shape (docs/method.md rule 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The paper's layer-wise merge: unify early layers, keep the anchor's late ones (METHOD.md)."""
+"""The paper's layer-wise merge: unify early layers, keep the anchor's late ones (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from segmerge.merging.methods.base import MergeMethod, MethodParams, register
-from segmerge.merging.schedule import RampShape, layer_weights
+from segmerge.merging.schedule import (
+    DEFAULT_END_WEIGHT,
+    DEFAULT_RAMP,
+    DEFAULT_RAMP_START,
+    RampShape,
+    layer_weights,
+)
 
 
 class LayerwiseParams(MethodParams):
-    ramp_start: float = Field(0.5, ge=0.0, le=1.0, description="t0: depth where the ramp starts")
-    end_weight: float = Field(0.75, ge=0.0, le=1.0, description="anchor weight at the last layer")
-    ramp: RampShape = Field("linear", description="ramp shape: linear, cosine or step")
+    ramp_start: float = Field(DEFAULT_RAMP_START, ge=0.0, le=1.0, description="t0: depth where the ramp starts")
+    end_weight: float = Field(DEFAULT_END_WEIGHT, ge=0.0, le=1.0, description="anchor weight at the last layer")
+    ramp: RampShape = Field(DEFAULT_RAMP, description="ramp shape: linear, cosine or step")
 
 
 @register

@@ -1,0 +1,93 @@
+"""The benchmark report: ``bench.md`` (claims tables, timings, machine), ``bench.json``
+(every run), ``claims.json``, the figures, and the evaluation report of the first seed's
+models per regime and claim (per-class bars, confusion matrices, a qualitative grid)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from segmerge.checkpoints.atomic import atomic_file
+from segmerge.reports.tables import generated_by
+from segmerge_bench.benchmark.candidates import DEFAULT, SOUP
+from segmerge_bench.benchmark.figures import plot_anchor_weights, plot_sweep, sweep_figure_name
+from segmerge_bench.benchmark.runner import BenchResult
+from segmerge_bench.benchmark.settings import TARGET
+from segmerge_bench.benchmark.summary import claims_object, grouped, markdown_tables
+
+
+def write_text(path: Path, text: str) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_reports: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"bench.json": write_text(out / "bench.json", json.dumps(result.to_dict(), indent=1) + "\n")}
+    written["claims.json"] = write_text(out / "claims.json", json.dumps(claims_object(result.runs), indent=1) + "\n")
+    figures = [plot_anchor_weights(result.runs, out / "anchor_weights.png")]
+    for (regime, claim), runs in grouped(result.runs).items():
+        figure = plot_sweep(runs, out / sweep_figure_name(regime, claim))
+        if figure is not None:
+            figures.append(figure)
+    if evaluation_reports:
+        for (regime, claim), paths in result.first_seed_models.items():
+            evaluation_report(paths, out / "evaluation" / regime / claim, result.settings)
+    lines = [
+        "# segmerge bench",
+        "",
+        f"Command: `{command}`. {generated_by()}.",
+        f"Machine: {result.machine.get('platform')}, {result.machine.get('processor')}, "
+        f"{result.machine.get('threads')} torch threads, torch {result.machine.get('torch')}.",
+        "Timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()) + ".",
+        "",
+        "mIoU over the 19 Cityscapes classes (PQ over them for semantic-to-panoptic) on the synthetic"
+        f" target's held-out test split ({result.settings['test_images']} images)."
+        " Mean ± sample standard deviation over seeds.",
+        "",
+        markdown_tables(result.runs),
+        "## Figures",
+        "",
+        *[f"![{f.stem}]({f.name})" for f in figures],
+        "",
+    ]
+    if evaluation_reports:
+        lines += ["Evaluation reports of the first seed's models: `evaluation/REGIME/CLAIM/results.md`.", ""]
+    written["bench.md"] = write_text(out / "bench.md", "\n".join(lines))
+    return written
+
+
+def evaluation_report(paths: dict, folder: Path, settings: dict) -> None:
+    """``segmerge eval``'s report for the two models, the soup, the default merge (and their
+    ensemble) and the oracle, on the target test split; with PQ for a panoptic claim."""
+    from segmerge.evaluation.runner import EvaluationConfig, evaluate
+    from segmerge.labels import CITYSCAPES_CLASSES
+    from segmerge.reports import write_report
+    from segmerge.segmenters import load_segmenter
+    from segmerge_bench.synthetic import SyntheticDataset
+
+    dataset = SyntheticDataset(TARGET, n=settings["test_images"], seed=settings["data_seed"], split="test")
+    names = ["model A", "model B"]
+    segmenters = [load_segmenter(str(p), name=n) for p, n in zip(paths["models"], names, strict=True)]
+    merges = [load_segmenter(str(paths["merges"][n]), name=n) for n in (SOUP, DEFAULT) if n in paths["merges"]]
+    oracle = load_segmenter(str(paths["oracle"]), name="target oracle")
+    config = EvaluationConfig(
+        len(CITYSCAPES_CLASSES),
+        tuple(CITYSCAPES_CLASSES),
+        ensemble=True,
+        qualitative=settings.get("qualitative", 4),
+        progress=False,
+        limit=settings.get("report_images"),
+        panoptic=paths.get("metric") == "PQ",
+    )
+    result = evaluate(segmenters, dataset, config, dataset_name=f"synthetic:{TARGET}", split="test")
+    others = evaluate(
+        [*merges, oracle], dataset, replace(config, ensemble=False), dataset_name=f"synthetic:{TARGET}", split="test"
+    )
+    result.rows = [*result.rows, *others.rows]
+    for sample, extra in zip(result.qualitative, others.qualitative, strict=False):
+        sample.predictions.update(extra.predictions)
+    write_report(result, folder)

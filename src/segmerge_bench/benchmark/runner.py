@@ -1,0 +1,185 @@
+"""``segmerge bench``: data -> shared start -> trained models -> merges -> scores -> report.
+
+Stages are timed and reported; trained models and rendered data are cached under
+``OUT/cache`` so that a rerun (another seed, a changed sweep) reuses what it can.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from segmerge_bench.benchmark.candidates import named_candidates, sweep_candidates
+from segmerge_bench.benchmark.claims import CLAIMS
+from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
+from segmerge_bench.benchmark.label_free import tune_claim
+from segmerge_bench.benchmark.models import DataCache, ModelZoo, oracle_spec, regime_specs, unshared_init_spec
+from segmerge_bench.benchmark.scoring import score
+from segmerge_bench.benchmark.settings import BenchSettings
+from segmerge_bench.benchmark.store import ArtifactStore
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchResult:
+    settings: dict
+    runs: list[ClaimRun]
+    timings: dict[str, float] = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+    #: Paths of the checkpoints and merges of the first seed, for the evaluation report.
+    first_seed_models: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "settings": self.settings,
+            "timings": self.timings,
+            "machine": self.machine,
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchResult:
+        return cls(
+            data["settings"],
+            [ClaimRun.from_dict(r) for r in data["runs"]],
+            data.get("timings", {}),
+            data.get("machine", {}),
+        )
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def settings_dict(settings: BenchSettings) -> dict:
+    return json.loads(json.dumps(asdict(settings), default=str))
+
+
+class StageTimer:
+    """Seconds spent per stage (data, pre-training, training, scoring, merging and scoring)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress: bool = True) -> BenchResult:
+    out = Path(out)
+    store = ArtifactStore(out / "cache")
+    data = DataCache(settings, store, progress)
+    zoo = ModelZoo(settings, store, data, progress)
+    stage = StageTimer()
+    began = time.perf_counter()
+
+    log(f"data: rendering (or loading) the target test split, {settings.test_images} images")
+    with stage("data"):
+        test = data.target_test()
+    log("shared start: " + ("pre-training the MiT encoder" if settings.pretrain_from_scratch else "shipped encoder"))
+    with stage("pre-training"):
+        zoo.start()
+
+    runs: list[ClaimRun] = []
+    first_models: dict = {}
+    for seed in settings.seeds:
+        log(f"seed {seed}: training the target oracle")
+        with stage("training"):
+            oracle_path = zoo.path(oracle_spec(seed))
+        with stage("scoring"):
+            oracle = score([oracle_path], test)
+        for regime in settings.regimes:
+            claims = [c for c in CLAIMS if c.name in settings.claims]
+            roles = {role for c in claims for role in c.roles} | (
+                {"UDA A"} if settings.unshared_init_control else set()
+            )
+            specs = {role: spec for role, spec in regime_specs(regime, seed).items() if role in roles}
+            log(f"seed {seed}, regime {regime}: training {len(specs)} models")
+            with stage("training"):
+                paths = {role: zoo.path(spec) for role, spec in specs.items()}
+            measured: dict = {}
+            for claim in claims:
+                models = [paths[role] for role in claim.roles]
+                with stage("scoring"):
+                    singles = score_singles(claim, models, test, measured)
+                candidates = len(named_candidates()) + len(sweep_candidates(settings.sweep, claim.anchors))
+                log(f"  {claim.name}: {candidates} merges")
+                workdir = out / "merges" / f"seed{seed}" / regime / claim.name
+                with stage("merging and scoring"):
+                    run, kept = run_claim(
+                        claim,
+                        regime,
+                        seed,
+                        models,
+                        singles,
+                        oracle,
+                        test,
+                        settings.sweep,
+                        workdir,
+                    )
+                if settings.tune is not None:
+                    with stage("label-free tuning"):
+                        run.label_free = tune_claim(
+                            claim,
+                            models,
+                            run.singles,
+                            data.target_train().unlabelled(),
+                            test,
+                            workdir / "tune",
+                            settings.tune,
+                            seed,
+                            run.merges,
+                        )
+                runs.append(run)
+                if seed == settings.seeds[0]:
+                    first_models[(regime, claim.name)] = {
+                        "models": models,
+                        "merges": kept,
+                        "oracle": oracle_path,
+                        "metric": claim.metric,
+                    }
+            if settings.unshared_init_control and seed == settings.seeds[0]:
+                log("  control: a SegFormer adapted from B with another decoder init, soup with UDA A")
+                with stage("training"):
+                    other = zoo.path(unshared_init_spec(regime, seed))
+                with stage("merging and scoring"):
+                    control = _unshared_soup(paths["UDA A"], other, test, out / "merges" / "control" / regime)
+                for run in runs:
+                    if run.regime == regime and run.seed == seed and run.claim == "same-architecture":
+                        run.controls.update(control)
+    timings = {**stage.seconds, "total": time.perf_counter() - began}
+    log(f"cache: {store.hits} artefacts reused, {store.misses} made")
+    return BenchResult(
+        settings_dict(settings), runs, {k: round(v, 1) for k, v in timings.items()}, machine(), first_models
+    )
+
+
+def _unshared_soup(a: Path, b: Path, test, workdir: Path) -> dict[str, float]:
+    from segmerge import api
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    output = workdir / "soup-unshared-init"
+    api.merge_to_file([str(a), str(b)], output=output, overwrite=True, method="linear")
+    return {
+        "model B alone (other decoder init)": score([b], test),
+        "uniform soup, decoder inits differ": score([output], test),
+    }

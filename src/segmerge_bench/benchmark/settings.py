@@ -1,0 +1,141 @@
+"""What one benchmark run does, as data: regimes, data sizes, training lengths, the sweep.
+
+Two presets: :data:`FULL` (three seeds, both regimes, the numbers the README quotes) and
+:data:`QUICK` (one seed, shorter training, a smaller sweep, starting from the shipped
+pre-trained encoder instead of pre-training it). A run is reproducible from its settings
+and seeds; the cache keys of trained models are derived from the settings that shaped them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from segmerge.errors import SegmergeError
+from segmerge_bench.benchmark.label_free import TuneSettings
+from segmerge_bench.training import PRETRAIN_CONFIG, TrainConfig
+
+TARGET = "target"
+PRETRAIN_DOMAIN = "pretrain"
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A kind of domain shift: two labelled source domains adapted to the one target."""
+
+    name: str
+    sources: tuple[str, str]
+    description: str
+
+
+REGIMES: dict[str, Regime] = {
+    "appearance": Regime(
+        "appearance",
+        ("appearance-a", "appearance-b"),
+        "low-level appearance shift (colour, texture, blur, noise, camera), same classes; as GTA5/SYNTHIA",
+    ),
+    "classes": Regime(
+        "classes",
+        ("classes-a", "classes-b"),
+        "class-specific shift: each source renders different classes wrongly",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The grid of layer-wise recipes every claim is swept over (besides the named recipes).
+
+    ``ramp_starts`` x ``end_weights`` (linear ramp, first model as anchor) form the heat-map;
+    ``ramps`` are tried at the default ramp start and end weight; ``other_anchor_end_weights``
+    with the other model as anchor; ``soup_weights`` are the first model's share in a plain
+    weighted average.
+    """
+
+    ramp_starts: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75)
+    end_weights: tuple[float, ...] = (0.625, 0.75, 0.875, 1.0)
+    ramps: tuple[str, ...] = ("cosine", "step")
+    other_anchor_end_weights: tuple[float, ...] = (0.75, 1.0)
+    soup_weights: tuple[float, ...] = (0.25, 0.75)
+
+
+FULL_SWEEP = Sweep(
+    ramp_starts=(0.0, 0.5, 0.75),
+    end_weights=(0.625, 0.75, 1.0),
+    ramps=("step",),
+    other_anchor_end_weights=(0.75, 1.0),
+    soup_weights=(0.75,),
+)
+QUICK_SWEEP = Sweep(ramp_starts=(0.0,), end_weights=(1.0,), ramps=(), other_anchor_end_weights=(1.0,), soup_weights=())
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    name: str
+    seeds: tuple[int, ...]
+    regimes: tuple[str, ...] = ("appearance", "classes")
+    data_seed: int = 0
+    pretrain_images: int = 2000
+    source_images: int = 600
+    target_images: int = 600
+    test_images: int = 150
+    pretrain: TrainConfig = PRETRAIN_CONFIG
+    source_only: TrainConfig = TrainConfig(steps=150, lr=2e-3, description="source-only")
+    uda: TrainConfig = TrainConfig(steps=150, lr=2e-3, description="UDA")
+    oracle: TrainConfig = TrainConfig(steps=150, lr=2e-3, description="target oracle")
+    sweep: Sweep = FULL_SWEEP
+    #: Pre-train the shared encoder (True) or start from the one shipped with segmerge (False).
+    pretrain_from_scratch: bool = True
+    #: Train one extra UDA model from another decoder init (first seed only) to show the shared-init precondition.
+    unshared_init_control: bool = True
+    #: Images per model in the evaluation report's qualitative grid.
+    qualitative: int = 4
+    #: The claims to run (names in :data:`segmerge_bench.benchmark.claims.CLAIMS`); only their models are trained.
+    claims: tuple[str, ...] = (
+        "same-architecture",
+        "same-architecture-source-only",
+        "different-architecture",
+        "semantic-to-panoptic",
+    )
+    #: Label-free choice and learning of the merge (``segmerge tune``) per claim run; None skips it.
+    tune: TuneSettings | None = TuneSettings()
+    #: Test images the per-claim evaluation reports (per-class bars, confusion, grid) are computed on.
+    report_images: int = 50
+    #: Write those reports by default (``bench --eval-reports/--no-eval-reports`` overrides).
+    evaluation_reports: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.regimes if r not in REGIMES]
+        if unknown:
+            raise SegmergeError(f"unknown regimes {unknown}; choose from {', '.join(REGIMES)}")
+        from segmerge_bench.benchmark.claims import CLAIMS
+
+        known = [c.name for c in CLAIMS]
+        if not self.claims or any(c not in known for c in self.claims):
+            raise SegmergeError(f"claims {list(self.claims)}: choose one or more of {', '.join(known)}")
+        if not self.seeds:
+            raise SegmergeError("a benchmark run needs at least one seed")
+
+    def with_seeds(self, seeds: tuple[int, ...]) -> BenchSettings:
+        return replace(self, seeds=tuple(seeds))
+
+
+FULL = BenchSettings(name="full", seeds=(0, 1, 2))
+
+QUICK = BenchSettings(
+    name="quick",
+    seeds=(0,),
+    source_images=120,
+    target_images=120,
+    test_images=48,
+    source_only=TrainConfig(steps=30, lr=2e-3, description="source-only"),
+    uda=TrainConfig(steps=15, lr=2e-3, description="UDA"),
+    oracle=TrainConfig(steps=30, lr=2e-3, description="target oracle"),
+    sweep=QUICK_SWEEP,
+    pretrain_from_scratch=False,
+    unshared_init_control=False,
+    qualitative=2,
+    report_images=12,
+    evaluation_reports=False,
+    tune=TuneSettings(images=8, learn_steps=3, ramp_starts=(0.5,), end_weights=(1.0,), soup_anchor_weights=()),
+    claims=("same-architecture", "different-architecture", "semantic-to-panoptic"),
+)

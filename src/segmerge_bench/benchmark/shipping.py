@@ -1,0 +1,154 @@
+"""The checkpoints that ship inside segmerge (``segmerge_bench/zoo/shipped``) and the demo's run on them.
+
+Shipped: the shared start (pre-trained encoder and decoder inits, what ``bench --quick``
+starts from) and, from the first seed of a full benchmark run, per regime the two adapted
+SegFormers, the adapted DAFormer-style model and the adapted panoptic model, plus the
+target oracle. Regenerate them
+with::
+
+    segmerge bench --out runs/full
+    python -m segmerge_bench.benchmark.shipping runs/full      # copies them into the package
+
+``export`` finds each model in the run's cache by the same key the run used (training it
+if it is missing), so the shipped files are exactly the run's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from segmerge.errors import SegmergeError
+from segmerge_bench.benchmark.claims import CLAIMS, HEADLINE_CLAIMS
+from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
+from segmerge_bench.benchmark.label_free import TuneSettings, learned_merge
+from segmerge_bench.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
+from segmerge_bench.benchmark.scoring import score
+from segmerge_bench.benchmark.settings import FULL, TARGET, BenchSettings, Sweep
+from segmerge_bench.benchmark.store import ArtifactStore, remove_path
+from segmerge_bench.training import TrainingData
+
+MANIFEST = "MANIFEST.json"
+SHIPPED_ROLES = ("UDA A", "UDA B", "DAFormer UDA B", "panoptic UDA B")
+NO_SWEEP = Sweep((), (), (), (), ())
+
+
+def _file_name(regime: str, role: str, suffix: str) -> str:
+    return f"{regime}-{role.lower().replace(' ', '-')}{suffix}"
+
+
+def export(bench_out: Path, dest: Path | None = None, settings: BenchSettings = FULL) -> Path:
+    """Copy the first seed's models of the full run in ``bench_out`` into ``dest`` (the package)."""
+    dest = Path(dest) if dest is not None else shipped_path("")
+    store = ArtifactStore(Path(bench_out) / "cache")
+    zoo = ModelZoo(settings, store, DataCache(settings, store), progress=True)
+    seed = settings.seeds[0]
+    manifest: dict = {
+        "seed": seed,
+        "data_seed": settings.data_seed,
+        "test_images": settings.test_images,
+        "regimes": {},
+        "command": "segmerge bench --out DIR && python -m segmerge_bench.benchmark.shipping DIR",
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    for regime in settings.regimes:
+        specs = regime_specs(regime, seed)
+        manifest["regimes"][regime] = {}
+        for role in SHIPPED_ROLES:
+            name = _file_name(regime, role, specs[role].suffix)
+            _copy(zoo.path(specs[role]), dest / name)
+            manifest["regimes"][regime][role] = name
+    manifest["oracle"] = "oracle" + oracle_spec(seed).suffix
+    _copy(zoo.path(oracle_spec(seed)), dest / manifest["oracle"])
+    zoo.start().save(dest / SHIPPED_START)
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return dest
+
+
+def _copy(source: Path, target: Path) -> None:
+    remove_path(target)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def shipped_manifest(folder: Path | None = None) -> dict:
+    path = Path(folder) / MANIFEST if folder is not None else shipped_path(MANIFEST)
+    if not path.is_file():
+        raise SegmergeError(
+            f"{path}: the shipped checkpoints are missing from this installation; reinstall segmerge, or "
+            "regenerate them: segmerge bench --out runs/full && python -m segmerge_bench.benchmark.shipping runs/full"
+        )
+    return json.loads(path.read_text())
+
+
+DEMO_TUNING = TuneSettings(images=16, learn_steps=20)
+"""The demo's learned merge: 20 steps on 16 unlabelled target training images per claim."""
+
+
+def demo_runs(
+    workdir: Path, test_images: int | None = None, log=print, folder: Path | None = None, tune: bool = True
+) -> list[ClaimRun]:
+    """Merge the shipped models (soup and the default layer-wise merge) and score everything on
+    freshly rendered target test images - the same images as the run that trained them.
+    ``folder``: another folder written by :func:`export` instead of the package's."""
+    from segmerge_bench.synthetic import SyntheticDataset
+
+    manifest = shipped_manifest(folder)
+
+    def shipped(name: str) -> Path:
+        return Path(folder) / name if folder is not None else shipped_path(name)
+
+    n = test_images or manifest["test_images"]
+    log(f"rendering {n} target test images")
+    test = TrainingData.from_samples(
+        SyntheticDataset(TARGET, n=n, seed=manifest["data_seed"], split="test"), name="target/test", instances=True
+    )
+    oracle = score([shipped(manifest["oracle"])], test)
+    unlabelled = TrainingData.from_samples(
+        SyntheticDataset(TARGET, n=DEMO_TUNING.images, seed=manifest["data_seed"], split="train"), labelled=False
+    ).images
+    runs = []
+    for regime, files in manifest["regimes"].items():
+        paths = {role: shipped(name) for role, name in files.items()}
+        measured: dict = {}
+        for claim in CLAIMS:
+            if claim.name not in HEADLINE_CLAIMS or any(role not in paths for role in claim.roles):
+                continue
+            log(f"{regime} regime, {claim.name}: merging and scoring")
+            models = [paths[role] for role in claim.roles]
+            run, _ = run_claim(
+                claim,
+                regime,
+                manifest["seed"],
+                models,
+                score_singles(claim, models, test, measured),
+                oracle,
+                test,
+                NO_SWEEP,
+                Path(workdir) / regime / claim.name,
+            )
+            if tune:
+                from segmerge.tuning import TuningModels
+
+                run.label_free["learned_score"], _ = learned_merge(
+                    claim,
+                    TuningModels.open([str(m) for m in models]),
+                    models,
+                    unlabelled,
+                    test,
+                    Path(workdir) / regime / claim.name,
+                    DEMO_TUNING,
+                    manifest["seed"],
+                )
+            runs.append(run)
+    return runs
+
+
+if __name__ == "__main__":  # pragma: no cover - the regeneration command
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m segmerge_bench.benchmark.shipping BENCH_OUT")
+    print(export(Path(sys.argv[1])))

@@ -1,0 +1,77 @@
+"""The benchmark's cache: rendered data and trained checkpoints, keyed by what made them.
+
+A rerun of ``segmerge bench`` with the same ``--out`` reuses every artefact whose key
+matches (same domain, sizes, seed and training settings, same segmerge version of the
+training code) and recomputes the rest; merges and scores are cheap and always redone.
+Artefacts are written to a temporary sibling and renamed into place, so an interrupted run
+never leaves a half-written checkpoint that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from segmerge_bench.training import TrainingData
+
+CACHE_VERSION = 1
+"""Bump when training or rendering code changes what an artefact holds."""
+
+
+def remove_path(path: Path) -> None:
+    """Delete a checkpoint whichever its layout: a folder (Hugging Face) or a file; nothing if absent."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def cache_key(**fields) -> str:
+    """A short stable hash of JSON-able ``fields``."""
+    text = json.dumps({"version": CACHE_VERSION, **fields}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, kind: str, name: str, key: str, suffix: str = "") -> Path:
+        return self.root / kind / f"{name}-{key}{suffix}"
+
+    def produce(self, path: Path, make: Callable[[Path], object]) -> Path:
+        """``path`` if it exists, else ``make(temporary)`` renamed to ``path``."""
+        if path.exists():
+            self.hits += 1
+            return path
+        self.misses += 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        remove_path(temporary)
+        try:
+            make(temporary)
+            os.replace(temporary, path)
+        finally:
+            remove_path(temporary)
+        return path
+
+    def data(self, name: str, key: str, render: Callable[[], TrainingData]) -> TrainingData:
+        """Rendered images (and labels, instances) as one tensor file, reloaded on later runs."""
+        path = self.path("data", name, key, ".pt")
+
+        def make(temporary: Path) -> None:
+            data = render()
+            content = {"images": data.images, "labels": data.labels, "name": data.name, "instances": data.instances}
+            torch.save(content, temporary)
+
+        self.produce(path, make)
+        content = torch.load(path, map_location="cpu", weights_only=True)
+        return TrainingData(content["images"], content["labels"], content["name"], content.get("instances"))

@@ -1,0 +1,139 @@
+"""Training data held as tensors, and the seeded stream of batches every loop draws from.
+
+Synthetic scenes cost ~25 ms each to render, as long as a training step of the tiny
+model, so a loop cannot render on the fly: a data set is rendered once into uint8
+tensors (about 55 KB per 96x192 image) and batches are drawn from those. Batch order and
+flips come from a generator seeded by the run's seed, never from global random state, so
+two runs with one seed see the same batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from segmerge.errors import SegmergeError
+from segmerge.labels import IGNORE_INDEX, THING_TRAIN_IDS
+from segmerge.segmenters.base import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class TrainingData:
+    """``images``: uint8 [N,H,W,3]; ``labels``: uint8 trainIds [N,H,W] (255 ignore), or None (unlabelled);
+    ``instances``: int32 [N,H,W] thing instance ids (0 = no thing), or None (what panoptic training needs)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    name: str = ""
+    instances: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise SegmergeError(
+                f"{self.name or 'training data'}: images must be uint8 [N,H,W,3], "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if self.labels is not None and self.labels.shape != self.images.shape[:3]:
+            raise SegmergeError(
+                f"{self.name or 'training data'}: labels {tuple(self.labels.shape)} do not match "
+                f"images {tuple(self.images.shape[:3])}"
+            )
+        if self.instances is not None and (self.labels is None or self.instances.shape != self.labels.shape):
+            raise SegmergeError(
+                f"{self.name or 'training data'}: instances need labels of the same shape, got "
+                f"{None if self.instances is None else tuple(self.instances.shape)} for labels "
+                f"{None if self.labels is None else tuple(self.labels.shape)}"
+            )
+        if len(self.images) == 0:
+            raise SegmergeError(f"{self.name or 'training data'}: no images")
+
+    @classmethod
+    def from_samples(
+        cls,
+        samples: Iterable,
+        labelled: bool = True,
+        name: str = "",
+        progress: bool = False,
+        instances: bool = False,
+        thing_ids: Collection[int] = THING_TRAIN_IDS,
+    ):
+        """Stack samples with ``.image`` (uint8 HxWx3) and ``.label`` (trainIds) - a SyntheticDataset,
+        any segmerge reader - into tensors. ``labelled=False`` never reads the labels. ``instances=True``
+        also keeps the thing instances of ``.panoptic`` (segments of a ``thing_ids`` category, not crowd)."""
+        total = len(samples) if hasattr(samples, "__len__") else None
+        images, labels, objects = [], [], []
+        for sample in tqdm(samples, total=total, desc=f"render {name}".strip(), disable=not progress, leave=False):
+            images.append(torch.from_numpy(np.ascontiguousarray(sample.image)))
+            if labelled:
+                label = np.asarray(sample.label)
+                if label.min() < 0 or label.max() > IGNORE_INDEX:
+                    raise SegmergeError(f"{name or 'training data'}: label of {sample.name} holds ids outside 0..255")
+                labels.append(torch.from_numpy(label.astype(np.uint8)))
+            if labelled and instances:
+                objects.append(thing_instances(sample, thing_ids, name))
+        if not images:
+            raise SegmergeError(f"{name or 'training data'}: no samples")
+        stacked_labels = torch.stack(labels) if labelled else None
+        return cls(torch.stack(images), stacked_labels, name, torch.stack(objects) if objects else None)
+
+    def unlabelled(self) -> TrainingData:
+        """The images alone: what unsupervised domain adaptation may see of the target."""
+        return TrainingData(self.images, None, self.name)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def thing_instances(sample, thing_ids: Collection[int], name: str = "") -> torch.Tensor:
+    """int32 [H,W]: 1..K over the sample's thing segments (``sample.panoptic``), 0 elsewhere."""
+    if sample.panoptic is None:
+        raise SegmergeError(f"{name or 'training data'}: {sample.name} has no panoptic ground truth for instances")
+    ids = np.asarray(sample.panoptic.ids)
+    things = [
+        int(s["id"])
+        for s in sample.panoptic.segments_info
+        if int(s["category_id"]) in thing_ids and not s.get("iscrowd", 0)
+    ]
+    lookup = np.zeros(max([int(ids.max(initial=0)), *things]) + 1, dtype=np.int32)
+    lookup[things] = np.arange(1, len(things) + 1, dtype=np.int32)
+    return torch.from_numpy(lookup[ids])
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N,H,W,3] -> float [N,3,H,W] with ImageNet mean/std, as the segmenters evaluate."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # float [B,3,H,W], normalised
+    labels: torch.Tensor | None  # int64 [B,H,W]
+    instances: torch.Tensor | None = None  # int64 [B,H,W], 0 = no thing
+
+
+def batches(data: TrainingData, batch_size: int, generator: torch.Generator, flip: bool = True) -> Iterator[Batch]:
+    """Endless batches: a fresh permutation every epoch, each image flipped left-right with p = 0.5."""
+    n = len(data)
+    order = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(order) < batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        index, order = order[:batch_size], order[batch_size:]
+        images = data.images[index]
+        labels = data.labels[index].long() if data.labels is not None else None
+        instances = data.instances[index].long() if data.instances is not None else None
+        if flip:
+            mirrored = torch.rand(batch_size, generator=generator) < 0.5
+            images[mirrored] = images[mirrored].flip(2)
+            if labels is not None:
+                labels[mirrored] = labels[mirrored].flip(2)
+            if instances is not None:
+                instances[mirrored] = instances[mirrored].flip(2)
+        yield Batch(normalise(images), labels, instances)

@@ -1,0 +1,90 @@
+"""The optimisation loop every training recipe shares: seeded, single-threaded-friendly, logged.
+
+A recipe (supervised, self-training) supplies only its loss for a step; this module owns
+the optimiser, schedule, reproducibility settings, progress bar and the log. Global torch
+settings it changes (threads, deterministic algorithms) are restored afterwards, so
+training inside a test or a benchmark leaves the process as it found it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from segmerge_bench.training.config import TrainConfig
+from segmerge_bench.training.optimisation import make_optimizer, make_scheduler
+
+StepLoss = Callable[[int], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+@contextmanager
+def reproducible(config: TrainConfig) -> Iterator[None]:
+    """Seed global state (dropout draws from it), fix the thread count, prefer deterministic kernels."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(config.threads)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(config.seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def seeded_generator(seed: int, stream: int) -> torch.Generator:
+    """An independent random stream per purpose (source batches, target batches, mixing) of one run."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def optimise(
+    model: nn.Module,
+    config: TrainConfig,
+    step_loss: StepLoss,
+    before_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Run ``config.steps`` AdamW steps on ``step_loss(step)``; returns the run's log.
+
+    The log: ``steps``, ``seconds``, ``steps_per_second``, ``first_loss``, ``final_loss``
+    (mean of the last 10% of steps, at least 1), ``losses`` (every step) and the means of
+    whatever statistics the recipe reports.
+    """
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config)
+    model.train()
+    losses: list[float] = []
+    totals: dict[str, float] = {}
+    start = time.perf_counter()
+    bar = tqdm(range(config.steps), desc=config.description or "train", disable=not config.progress, leave=False)
+    for step in bar:
+        if before_step is not None:
+            before_step(step)
+        loss, stats = step_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+        if step % 10 == 0 or step == config.steps - 1:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", **{k: f"{v:.3f}" for k, v in stats.items()})
+    seconds = time.perf_counter() - start
+    model.eval()
+    tail = max(1, config.steps // 10)
+    return {
+        "steps": config.steps,
+        "seconds": round(seconds, 3),
+        "steps_per_second": round(config.steps / seconds, 3) if seconds > 0 else float("inf"),
+        "first_loss": losses[0],
+        "final_loss": sum(losses[-tail:]) / tail,
+        "losses": losses,
+        **{f"mean_{key}": value / config.steps for key, value in totals.items()},
+    }

@@ -1,0 +1,66 @@
+"""Unsupervised domain adaptation by self-training, as DACS and DAFormer do it.
+
+Each step: the EMA teacher pseudo-labels a batch of unlabelled target images; ClassMix
+pastes half of the classes of a labelled source batch onto them; the student minimises
+the source cross-entropy plus the confidence-weighted cross-entropy on the mixed images.
+Target labels are never read: the target data is stripped of them on entry.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from segmerge.errors import SegmergeError
+from segmerge_bench.training.classmix import class_mix
+from segmerge_bench.training.config import TrainConfig
+from segmerge_bench.training.data import TrainingData, batches
+from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
+from segmerge_bench.training.loss import segmentation_loss
+from segmerge_bench.training.teacher import EMATeacher
+from segmerge_bench.zoo.models import segment
+
+
+def self_training_streams(source: TrainingData, target: TrainingData, config: TrainConfig):
+    """The seeded random streams of a self-training run: source batches, target batches, and the
+    generator ClassMix draws from - one per purpose, so a run is reproducible from its seed."""
+    return (
+        batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip),
+        batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip),
+        seeded_generator(config.seed, 2),
+    )
+
+
+def train_uda(
+    start: nn.Module, source: TrainingData, target: TrainingData, config: TrainConfig
+) -> tuple[nn.Module, dict]:
+    """Adapt a copy of ``start`` from labelled ``source`` to unlabelled ``target`` images.
+
+    The log adds ``mean_pseudo_weight`` (the teacher's average confidence share) and the
+    mean source and mixed losses to the common training log.
+    """
+    if source.labels is None:
+        raise SegmergeError(f"{source.name or 'source data'}: self-training needs a labelled source")
+    target = target.unlabelled()
+    config = config.replace(description=config.description or "UDA")
+    student = copy.deepcopy(start)
+    teacher = EMATeacher(student, config.ema_alpha)
+    with reproducible(config):
+        source_stream, target_stream, mixing = self_training_streams(source, target, config)
+
+        def step_loss(step: int):
+            src, tgt = next(source_stream), next(target_stream)
+            pseudo = teacher.pseudo_labels(tgt.pixels, config.pseudo_label_threshold)
+            mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
+            source_loss = segmentation_loss(segment(student, src.pixels), src.labels)
+            mixed_loss = segmentation_loss(segment(student, mixed.pixels), mixed.labels, mixed.weight)
+            stats = {
+                "pseudo_weight": pseudo.weight,
+                "source_loss": float(source_loss.detach()),
+                "mixed_loss": float(mixed_loss.detach()),
+            }
+            return source_loss + mixed_loss, stats
+
+        log = optimise(student, config, step_loss, before_step=lambda step: teacher.update(student, step))
+    return student, log
