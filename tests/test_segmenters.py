@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from segmerge.errors import SegmergeError
-from segmerge.evaluation.inference import InferenceConfig, ensemble_probabilities, predict_probabilities, window_origins
+from segmerge.evaluation.prediction import InferenceConfig, ensemble_probabilities, predict, window_origins
 from segmerge.segmenters import load_segmenter
 from segmerge.segmenters.base import Segmenter, check_classes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def predict_probabilities(segmenter, images, config):
+    return torch.cat([batch.probabilities[0] for batch in predict([segmenter], images, config)])
+
 
 FACTORY = """
 import torch
@@ -117,6 +122,54 @@ def test_hf_mask2former_folder_semantic_and_panoptic(tmp_path):
     ids, segments = s.panoptic(s.normalise(images), (64, 128), thing_ids={11, 13})
     assert ids.shape == (64, 128)
     assert all(seg["category_id"] in range(19) for seg in segments)
+    # The prediction path gives the same panoptic segmentation from the forward pass it scores with.
+    [batch] = predict([s], images, InferenceConfig(), keep_outputs=True)
+    [(batch_ids, batch_segments)] = batch.panoptic(0, {11, 13})
+    assert (batch_ids == ids.numpy()).all() and batch_segments == segments
+    with pytest.raises(SegmergeError, match="cannot group another model's classes"):
+        batch.panoptic(0, {11, 13}, classes=probs.argmax(1))
+
+
+class CountingNet(torch.nn.Module):
+    """A pointwise 4-class network that counts the images it has run on."""
+
+    num_classes = 4
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+        self.images = 0
+
+    def forward(self, x):
+        self.images += len(x)
+        return self.conv(x)
+
+
+def test_predict_runs_each_network_once_per_image_and_gives_every_consumer_its_part():
+    torch.manual_seed(0)
+    nets = [CountingNet(), CountingNet()]
+    segmenters = [Segmenter(f"m{i}", net, 4, lambda logits: logits) for i, net in enumerate(nets)]
+    images = torch.randint(0, 255, (5, 8, 12, 3), dtype=torch.uint8)
+    batches = list(predict(segmenters, images, InferenceConfig(batch_size=2), keep_outputs=True))
+    assert [(b.indices.start, b.indices.stop) for b in batches] == [(0, 2), (2, 4), (4, 5)]
+    assert [net.images for net in nets] == [5, 5]
+    for batch in batches:
+        own = [s.scores(s.normalise(images[batch.indices])).softmax(1) for s in segmenters]
+        for k in range(2):
+            assert torch.allclose(batch.probabilities[k], own[k], atol=1e-6)
+            assert torch.equal(batch.outputs[k].softmax(1), own[k])
+        assert torch.allclose(batch.ensemble(), (own[0] + own[1]) / 2, atol=1e-6)
+    with pytest.raises(SegmergeError, match="has no panoptic output"):
+        batches[0].panoptic(0, {1})
+
+
+def test_predict_resizes_to_the_size_asked_and_refuses_panoptic_sliding_windows():
+    segmenter = Segmenter("m", CountingNet(), 4, lambda logits: logits)
+    images = torch.randint(0, 255, (2, 8, 12, 3), dtype=torch.uint8)
+    [batch] = predict([segmenter], images, InferenceConfig(), size=(4, 6))
+    assert batch.probabilities[0].shape == (2, 4, 4, 6) and batch.outputs == [None]
+    with pytest.raises(SegmergeError, match="--mode whole"):
+        next(predict([segmenter], images, InferenceConfig("slide", crop=(4, 4), stride=(4, 4)), keep_outputs=True))
 
 
 def test_unknown_hf_architecture_is_refused(tmp_path):

@@ -70,7 +70,7 @@ def evaluate_command(
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
     from segmerge.datasets import open_dataset
     from segmerge.evaluation.distributed import init_from_environment
-    from segmerge.evaluation.inference import InferenceConfig
+    from segmerge.evaluation.prediction import InferenceConfig
     from segmerge.evaluation.runner import EvaluationConfig, evaluate
     from segmerge.labels import CITYSCAPES_CLASSES
     from segmerge.metrics.semantic import protocol as find_protocol

@@ -12,7 +12,8 @@ from segmerge.checkpoints.atomic import atomic_file
 from segmerge.cli.app import app, stderr, user_errors
 from segmerge.cli.options import parse_rename
 from segmerge.errors import SegmergeError
-from segmerge.tuning import LOSSES, SELECTION_RULES, Runtime, TuningModels, learn, load_images, search, write_tuned
+from segmerge.evaluation.prediction import InferenceConfig
+from segmerge.tuning import LOSSES, SELECTION_RULES, TuningModels, learn, load_images, search, write_tuned
 from segmerge.tuning.search import DEFAULT_CRITERION
 
 DEFAULT_IMAGES = 64
@@ -92,7 +93,7 @@ def tune(
     renames = parse_rename(rename) or None
     limit = budget if budget is not None and not learn_mode else images
     pixels = load_images(target_images, limit=limit, size=_size(size), seed=seed)
-    opened = TuningModels.open(models, model, Runtime(device, amp, batch_size))
+    opened = TuningModels.open(models, model, InferenceConfig(device=device, amp=amp, batch_size=batch_size))
     stderr.print(f"tuning on {len(pixels)} target images of {tuple(pixels.shape[1:3])} (labels are not read)")
     if learn_mode:
         steps = budget if budget is not None else DEFAULT_STEPS

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from segmerge.errors import SegmergeError
 from segmerge.evaluation.distributed import ProcessGroup, all_reduce_max
-from segmerge.evaluation.inference import InferenceConfig, Timer, ensemble_probabilities, predict_probabilities
+from segmerge.evaluation.prediction import InferenceConfig, Timer, class_map, predict
 from segmerge.evaluation.results import EvaluationResult, ModelScores, QualitativeSample
 from segmerge.segmenters.base import Segmenter, check_classes
 
@@ -62,7 +62,7 @@ def evaluate(
     }
     panoptic_metrics = _panoptic_metrics(segmenters, names, dataset, config)
     thing_ids = {c["id"] for c in getattr(dataset, "categories", []) if c.get("isthing")}
-    timers = {n: Timer() for n in names}
+    timers = [Timer() for _ in names]
 
     indices = list(range(len(dataset)))
     if config.limit is not None:
@@ -82,23 +82,18 @@ def evaluate(
             raise SegmergeError(
                 f"{sample.image_path}: image is {tuple(image.shape[1:3])} but its label is {tuple(label.shape)}"
             )
-        probabilities = {}
-        for name, segmenter in zip(names, segmenters, strict=True):
-            probabilities[name] = predict_probabilities(segmenter, image, inference, timers[name])
+        batch = next(predict(segmenters, image, inference, timers=timers, keep_outputs=bool(panoptic_metrics)))
+        probabilities = dict(zip(names, batch.probabilities, strict=True))
         if with_ensemble:
-            probabilities[ENSEMBLE] = ensemble_probabilities(list(probabilities.values()))
-        predictions = {n: p.argmax(1)[0] for n, p in probabilities.items()}
+            probabilities[ENSEMBLE] = batch.ensemble()
+        predictions = {n: class_map(p)[0] for n, p in probabilities.items()}
         for n, pred in predictions.items():
             metrics[n].update(pred, label)
         panoptic_maps = {}
         for name, metric in panoptic_metrics.items():
-            segmenter = segmenters[names.index(name)]
-            pixels = segmenter.normalise(image.to(inference.device))
-            with torch.no_grad():
-                ids, segments = segmenter.panoptic(pixels, tuple(label.shape), thing_ids)
-            truth = sample.panoptic
-            metric.update(truth.ids, truth.segments_info, ids.cpu().numpy(), segments)
-            panoptic_maps[name] = ids.cpu().numpy()
+            [(ids, segments)] = batch.panoptic(names.index(name), thing_ids)
+            metric.update(sample.panoptic.ids, sample.panoptic.segments_info, ids, segments)
+            panoptic_maps[name] = ids
         if group.is_main and len(qualitative) < config.qualitative:
             if panoptic_maps:
                 panoptic_maps = {"ground truth": sample.panoptic.ids, **panoptic_maps}
@@ -110,12 +105,11 @@ def evaluate(
         metric = metrics[n]
         metric.sync()
         if n == ENSEMBLE:
-            members = [timers[m].ms_per_image for m in names]
-            ms = sum(members)
+            ms = sum(t.ms_per_image for t in timers)
             params = sum(s.num_parameters for s in segmenters)
             cost = float(len(segmenters))
         else:
-            ms = timers[n].ms_per_image
+            ms = timers[names.index(n)].ms_per_image
             params = segmenters[names.index(n)].num_parameters
             cost = 1.0
         ms = all_reduce_max(ms if not math.isnan(ms) else 0.0, group)
@@ -153,7 +147,7 @@ def _panoptic_metrics(segmenters, names, dataset, config: EvaluationConfig) -> d
         raise SegmergeError(
             "--panoptic needs a dataset with panoptic ground truth, e.g. cityscapes-panoptic:ROOT or synthetic:target"
         )
-    able = [n for n, s in zip(names, segmenters, strict=True) if s.panoptic is not None]
+    able = [n for n, s in zip(names, segmenters, strict=True) if s.panoptic_head is not None]
     if not able:
         raise SegmergeError("--panoptic: none of the models has a panoptic output (e.g. a Mask2Former folder)")
     return {n: PanopticMetric(categories) for n in able}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -17,22 +19,46 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Segmenter:
     """A network that maps normalised images [N,3,H,W] to class scores [N,C,h,w].
 
-    ``scores_are_logits``: the scores are logits (softmax gives probabilities); otherwise
-    they are already probabilities (Mask2Former's mask-classification output).
-    ``panoptic``: an optional callable that turns one image's raw outputs into a panoptic
-    segmentation (id map, segments_info).
+    ``run`` is the network's forward pass (``forward``, or ``module(pixels)``), run once per
+    image by :func:`segmerge.evaluation.prediction.predict`; ``head`` turns its raw outputs
+    into class scores. ``scores_are_logits``: the scores are logits (softmax gives
+    probabilities); otherwise they are already probabilities (Mask2Former's
+    mask-classification output). ``panoptic_head``: optional
+    ``(outputs, index, size, thing_ids, classes) -> (ids [H,W], segments_info)``, image
+    ``index`` of the same raw outputs as a panoptic segmentation; ``classes`` ([H,W] or
+    ``None``) is a class map to group instead of the model's own (an ensemble's).
+    ``score_forward``: optional cheaper pass for when only class scores are needed (a
+    panoptic network's semantic branch alone); it must give what ``head(run(pixels))`` gives.
     """
 
     name: str
     module: torch.nn.Module
     num_classes: int
-    scores: object  # Callable[[torch.Tensor], torch.Tensor]
+    head: Callable[[Any], torch.Tensor]
     scores_are_logits: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    panoptic: object | None = None
+    panoptic_head: Callable | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    forward: Callable[[torch.Tensor], Any] | None = None
+    score_forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def run(self, pixels: torch.Tensor) -> Any:
+        """The network's raw outputs for normalised images."""
+        return self.forward(pixels) if self.forward is not None else self.module(pixels)
+
+    def scores(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Class scores [N,C,h,w] for normalised images (one forward pass)."""
+        if self.score_forward is not None:
+            return self.score_forward(pixels)
+        return self.head(self.run(pixels))
+
+    def panoptic(self, pixels: torch.Tensor, size: tuple[int, int], thing_ids: Collection[int]):
+        """One image's panoptic segmentation (ids [H,W], segments_info) from normalised pixels [1,3,H,W]."""
+        if self.panoptic_head is None:
+            raise SegmergeError(f"{self.source or self.name}: has no panoptic output")
+        return self.panoptic_head(self.run(pixels), 0, size, thing_ids, None)
 
     @property
     def num_parameters(self) -> int:

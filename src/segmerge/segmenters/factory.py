@@ -64,11 +64,8 @@ def from_factory(spec: str, checkpoint: str, label: str) -> Segmenter:
         raise SegmergeError(f"--model {spec!r}: returned {type(module).__name__}, not a torch.nn.Module")
     module.eval()
 
-    def scores(pixels: torch.Tensor) -> torch.Tensor:
-        return logits_of(module(pixels))
-
     num_classes = getattr(module, "num_classes", None)
     if num_classes is None:
         with torch.no_grad():
-            num_classes = scores(torch.zeros(1, 3, 64, 64)).shape[1]
-    return Segmenter(label, module, int(num_classes), scores, True, source=checkpoint)
+            num_classes = logits_of(module(torch.zeros(1, 3, 64, 64))).shape[1]
+    return Segmenter(label, module, int(num_classes), logits_of, True, source=checkpoint)

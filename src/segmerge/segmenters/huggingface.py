@@ -9,15 +9,12 @@ fixed resize, as the field's protocols do.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from segmerge.errors import SegmergeError
 from segmerge.segmenters.base import IMAGENET_MEAN, IMAGENET_STD, Segmenter
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def from_hf_folder(path: Path, label: str) -> Segmenter:
@@ -36,7 +33,7 @@ def from_hf_folder(path: Path, label: str) -> Segmenter:
 
 def _processor_stats(path: Path, processor_class) -> tuple[tuple, tuple]:
     if (path / "preprocessor_config.json").is_file():
-        processor = processor_class.from_pretrained(path)
+        processor = processor_class.from_pretrained(path, local_files_only=True)
     else:
         processor = processor_class()
     mean = tuple(processor.image_mean or IMAGENET_MEAN)
@@ -47,21 +44,28 @@ def _processor_stats(path: Path, processor_class) -> tuple[tuple, tuple]:
 def _segformer(path: Path, label: str) -> Segmenter:
     from transformers import SegformerForSemanticSegmentation, SegformerImageProcessorPil
 
-    model = SegformerForSemanticSegmentation.from_pretrained(path)
+    model = SegformerForSemanticSegmentation.from_pretrained(path, local_files_only=True)
     mean, std = _processor_stats(path, SegformerImageProcessorPil)
 
-    def scores(pixels: torch.Tensor) -> torch.Tensor:
-        return model(pixel_values=pixels).logits
-
-    return Segmenter(label, model, model.config.num_labels, scores, True, mean, std, source=str(path))
+    return Segmenter(
+        label,
+        model,
+        model.config.num_labels,
+        lambda outputs: outputs.logits,
+        True,
+        mean,
+        std,
+        source=str(path),
+        forward=lambda pixels: model(pixel_values=pixels),
+    )
 
 
 def _mask2former(path: Path, label: str) -> Segmenter:
     from transformers import Mask2FormerForUniversalSegmentation, Mask2FormerImageProcessorPil
 
-    model = Mask2FormerForUniversalSegmentation.from_pretrained(path)
+    model = Mask2FormerForUniversalSegmentation.from_pretrained(path, local_files_only=True)
     processor = (
-        Mask2FormerImageProcessorPil.from_pretrained(path)
+        Mask2FormerImageProcessorPil.from_pretrained(path, local_files_only=True)
         if (path / "preprocessor_config.json").is_file()
         else Mask2FormerImageProcessorPil()
     )
@@ -69,18 +73,22 @@ def _mask2former(path: Path, label: str) -> Segmenter:
     std = tuple(processor.image_std or IMAGENET_STD)
     num_classes = model.config.num_labels
 
-    def scores(pixels: torch.Tensor) -> torch.Tensor:
+    def scores(out) -> torch.Tensor:
         # Mask classification -> per-pixel class scores, as post_process_semantic_segmentation does:
         # sum over queries of p(class | query) * sigmoid(mask of query).
-        out = model(pixel_values=pixels)
         classes = out.class_queries_logits.softmax(-1)[..., :-1]  # drop the "no object" class
         masks = out.masks_queries_logits.sigmoid()
         return torch.einsum("bqc,bqhw->bchw", classes, masks)
 
-    def panoptic(pixels: torch.Tensor, size: tuple[int, int], thing_ids: set[int]):
-        out = model(pixel_values=pixels)
+    def panoptic(out, index: int, size: tuple[int, int], thing_ids, classes=None):
+        if classes is not None:
+            raise SegmergeError(f"{path}: Mask2Former's panoptic output cannot group another model's classes")
+        one = type(out)(
+            class_queries_logits=out.class_queries_logits[index : index + 1],
+            masks_queries_logits=out.masks_queries_logits[index : index + 1],
+        )
         result = processor.post_process_panoptic_segmentation(
-            out, target_sizes=[size], label_ids_to_fuse=set(range(num_classes)) - thing_ids
+            one, target_sizes=[size], label_ids_to_fuse=set(range(num_classes)) - set(thing_ids)
         )[0]
         segments = [
             {"id": s["id"], "category_id": s["label_id"], "isthing": s["label_id"] in thing_ids}
@@ -90,4 +98,15 @@ def _mask2former(path: Path, label: str) -> Segmenter:
         ids[ids < 0] = 0  # transformers marks unassigned pixels -1; COCO panoptic calls them void (0)
         return ids, segments
 
-    return Segmenter(label, model, num_classes, scores, False, mean, std, panoptic=panoptic, source=str(path))
+    return Segmenter(
+        label,
+        model,
+        num_classes,
+        scores,
+        False,
+        mean,
+        std,
+        panoptic_head=panoptic,
+        source=str(path),
+        forward=lambda pixels: model(pixel_values=pixels),
+    )

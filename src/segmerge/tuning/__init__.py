@@ -10,7 +10,7 @@ from segmerge.tuning.candidates import Candidate, candidate_grid
 from segmerge.tuning.criteria import CRITERIA, SELECTION_RULES, agreement, mean_entropy, photometric_augment
 from segmerge.tuning.images import load_images
 from segmerge.tuning.learn import LOSSES, FunctionalMerge, LearnResult, learn
-from segmerge.tuning.models import Runtime, TuningModels
+from segmerge.tuning.models import TuningModels
 from segmerge.tuning.output import write_tuned
 from segmerge.tuning.search import CandidateScore, SearchResult, search
 
@@ -22,7 +22,6 @@ __all__ = [
     "CandidateScore",
     "FunctionalMerge",
     "LearnResult",
-    "Runtime",
     "SearchResult",
     "TuningModels",
     "agreement",

@@ -33,13 +33,14 @@ from tqdm.auto import tqdm
 
 from segmerge import api
 from segmerge.errors import SegmergeError
+from segmerge.evaluation.prediction import InferenceConfig
 from segmerge.merging.keys import BN_MEAN, BN_VAR, leaf_of, sibling
 from segmerge.merging.plan import Action, MergePlan
 from segmerge.recipe import Recipe
 from segmerge.tuning.adabn import batch_norms, reestimate_batch_norm
 from segmerge.tuning.candidates import Rename
 from segmerge.tuning.images import ImageSource, load_images
-from segmerge.tuning.models import Runtime, TuningModels, scores
+from segmerge.tuning.models import TuningModels
 from segmerge.tuning.network import iter_batches
 from segmerge.tuning.search import with_batch_norm_statistics
 
@@ -203,8 +204,8 @@ def learn(
     if steps < 0 or batch_size < 1:
         raise SegmergeError(f"steps must be >= 0 and batch size >= 1; got {steps} and {batch_size}")
     if not isinstance(models, TuningModels):
-        models = TuningModels.open(models, factory, Runtime(device, amp, batch_size))
-    runtime = models.runtime
+        models = TuningModels.open(models, factory, InferenceConfig(device=device, amp=amp, batch_size=batch_size))
+    config = models.config
     images = load_images(images)
     torch.manual_seed(seed)
     options = {"method": "linear", **dict(init or {}), "anchor": anchor}
@@ -212,7 +213,7 @@ def learn(
     if donor_rules:
         options["rename"] = donor_rules  # rules given for the anchor itself apply only when it is a donor
     opened = api.open_merge(models.states, **dict(options))
-    merge = FunctionalMerge(opened.plan, models.states, runtime.device)
+    merge = FunctionalMerge(opened.plan, models.states, config.device)
     network = models.bound(anchor)
     notes = [f"{len(network.unbound)} tensors of the network hold no checkpoint key: {network.unbound[:3]}"] * bool(
         network.unbound
@@ -221,18 +222,18 @@ def learn(
     if missing:
         notes.append(f"{len(missing)} merged keys are not tensors of the anchor's network, e.g. {missing[0]!r}")
 
-    size = tuple(scores(network.segmenter, images[:1], runtime).shape[-2:])
+    size = models.output_size(images, anchor)
     target = models.ensemble(images, size) if loss != "entropy" else None
 
     def batch_loss(part) -> torch.Tensor:
         tensors = {k: v for k, v in merge().items() if k not in missing}
-        pixels = network.segmenter.normalise(images[part].to(runtime.device))
-        with runtime.autocast():
+        pixels = network.segmenter.normalise(images[part].to(config.device))
+        with config.autocast():
             logits = network.scores_with(tensors, pixels)
         logits = logits.float()
         if tuple(logits.shape[-2:]) != size:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        reference = target[part].to(runtime.device) if target is not None else None
+        reference = target[part].to(config.device) if target is not None else None
         return pixel_loss(logits, reference, loss)
 
     def full_loss() -> float:
@@ -275,7 +276,7 @@ def learn(
         if batch_norms(network.module):
             with network.preserved():
                 network.load(state)
-                reestimate_batch_norm(network.segmenter, images, batch_size, runtime.device)
+                reestimate_batch_norm(network.segmenter, images, batch_size, config.device)
                 state = with_batch_norm_statistics(state, network.state())
             notes.append(
                 "BatchNorm statistics were re-estimated on the target images (AdaBN): the checkpoint holds them; "

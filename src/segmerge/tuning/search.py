@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from segmerge import api
 from segmerge.errors import SegmergeError
+from segmerge.evaluation.prediction import InferenceConfig, predict
 from segmerge.merging.keys import leaf_of
 from segmerge.recipe import Recipe
 from segmerge.tuning.adabn import BN_STATISTICS, batch_norms, reestimate_batch_norm
@@ -38,8 +39,7 @@ from segmerge.tuning.criteria import (
     rank_average,
 )
 from segmerge.tuning.images import ImageSource, load_images
-from segmerge.tuning.models import Runtime, TuningModels, scores
-from segmerge.tuning.network import iter_batches
+from segmerge.tuning.models import TuningModels
 
 DEFAULT_CRITERION = "agreement"
 
@@ -161,11 +161,11 @@ def score_network(
     segmenter = models.segmenters[anchor]
     size = tuple(ensemble.shape[-2:]) if ensemble is not None else None
     meter = CriteriaMeter(segmenter.num_classes)
-    with torch.no_grad():
-        for part in iter_batches(len(images), models.runtime.batch_size):
-            probs = segmenter.probabilities(scores(segmenter, images[part], models.runtime, size)).cpu()
-            aug = segmenter.probabilities(scores(segmenter, augmented[part], models.runtime, size)).cpu()
-            meter.update(probs, ensemble[part] if ensemble is not None else None, aug)
+    on_images = predict([segmenter], images, models.config, size)
+    on_augmented = predict([segmenter], augmented, models.config, size)
+    for batch, augmented_batch in zip(on_images, on_augmented, strict=True):
+        reference = ensemble[batch.indices] if ensemble is not None else None
+        meter.update(batch.probabilities[0], reference, augmented_batch.probabilities[0])
     return meter
 
 
@@ -194,7 +194,7 @@ def search(
     if criterion not in SELECTION_RULES:
         raise SegmergeError(f"unknown criterion {criterion!r}; choose one of {', '.join(SELECTION_RULES)}")
     if not isinstance(models, TuningModels):
-        models = TuningModels.open(models, factory, Runtime(device, amp, batch_size))
+        models = TuningModels.open(models, factory, InferenceConfig(device=device, amp=amp, batch_size=batch_size))
     images = load_images(images)
     notes: list[str] = []
     if candidates is None:
@@ -221,7 +221,7 @@ def search(
             bound = models.bound(candidate.anchor)
             bound.load(_merge(models, candidate, rename))
             if adabn:
-                reestimate_batch_norm(bound.segmenter, images, models.runtime.batch_size, models.runtime.device)
+                reestimate_batch_norm(bound.segmenter, images, models.config.batch_size, models.config.device)
             result = score_network(models, candidate.anchor, images, augmented, ensemble).compute()
             recipe = candidate.recipe(models.paths, rename)
             rows.append(CandidateScore(candidate, recipe, **result.as_dict(), seconds=time.perf_counter() - start))
@@ -235,7 +235,7 @@ def search(
     if adabn:
         with models.bound(chosen.anchor).preserved() as bound:
             bound.load(state)
-            reestimate_batch_norm(bound.segmenter, images, models.runtime.batch_size, models.runtime.device)
+            reestimate_batch_norm(bound.segmenter, images, models.config.batch_size, models.config.device)
             state = with_batch_norm_statistics(state, bound.state())
         notes.append(
             "BatchNorm statistics were re-estimated on the target images (AdaBN): the checkpoint holds them; "

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segmerge import api
+from segmerge.merging.execute import single_threaded
 from segmerge.merging.plan import Action
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, Candidate, named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import Claim
@@ -101,7 +102,8 @@ def merge_and_score(
 ) -> tuple[ScoredMerge, Path | None]:
     options = merge_options(claim, candidate)
     output = workdir / output_name(models, candidate)
-    api.merge_to_file([str(m) for m in models], output=output, overwrite=True, **options)
+    with single_threaded():  # as `segmerge merge` runs it (segmerge.merging.execute)
+        api.merge_to_file([str(m) for m in models], output=output, overwrite=True, **options)
     measured = measure(claim.metric, [output], test)
     scored = ScoredMerge(
         candidate.name,

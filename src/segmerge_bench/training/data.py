@@ -9,6 +9,7 @@ two runs with one seed see the same batches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -19,6 +20,18 @@ from tqdm.auto import tqdm
 from segmerge.errors import SegmergeError
 from segmerge.labels import IGNORE_INDEX, THING_TRAIN_IDS
 from segmerge.segmenters.base import IMAGENET_MEAN, IMAGENET_STD
+
+
+def panoptic_truth(labels: torch.Tensor, instances: torch.Tensor, thing_ids) -> tuple:
+    """Ground-truth panoptic ids [H,W] and segments from trainId labels and thing instance ids
+    (0 = none): one segment per thing instance and per stuff class; ignored pixels are void."""
+    from segmerge_bench.zoo.panoptic_postprocess import fuse
+
+    ids, segments = fuse(labels, instances, thing_ids)
+    for segment in segments:
+        if segment["category_id"] == IGNORE_INDEX:
+            ids[ids == segment["id"]] = 0
+    return ids.numpy(), [s for s in segments if s["category_id"] != IGNORE_INDEX]
 
 
 @dataclass
@@ -50,6 +63,17 @@ class TrainingData:
             )
         if len(self.images) == 0:
             raise SegmergeError(f"{self.name or 'training data'}: no images")
+
+    @functools.cached_property
+    def panoptic_truths(self) -> list[tuple[np.ndarray, list[dict]]]:
+        """Every image's panoptic ground truth (:func:`panoptic_truth`), made once: the benchmark's
+        sweep scores the same test split dozens of times."""
+        if self.labels is None or self.instances is None:
+            raise SegmergeError(f"{self.name or 'test data'}: PQ needs labels and instances (instances=True)")
+        return [
+            panoptic_truth(labels.long(), instances.long(), THING_TRAIN_IDS)
+            for labels, instances in zip(self.labels, self.instances, strict=True)
+        ]
 
     @classmethod
     def from_samples(

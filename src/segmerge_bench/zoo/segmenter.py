@@ -39,21 +39,26 @@ def from_builtin_checkpoint(path: Path, label: str) -> Segmenter | None:
 
 def segmenter_of(module: torch.nn.Module, label: str, source: str = "") -> Segmenter:
     """The evaluation interface of a built-in network (DAFormer-style or panoptic) held in memory."""
-    from segmerge_bench.zoo.models import segment
     from segmerge_bench.zoo.panoptic import PanopticModel
-    from segmerge_bench.zoo.panoptic_postprocess import panoptic_segmentation
+    from segmerge_bench.zoo.panoptic_postprocess import panoptic_from_semantic, panoptic_segmentation
 
-    def scores(pixels: torch.Tensor) -> torch.Tensor:
-        return segment(module, pixels)
+    if not isinstance(module, PanopticModel):  # a DAFormer: its forward gives the logits
+        return Segmenter(label, module, module.num_classes, lambda logits: logits, True, source=source)
 
-    panoptic = None
-    if isinstance(module, PanopticModel):
+    def panoptic(output, index: int, size: tuple[int, int], thing_ids: Collection[int], classes=None):
+        if classes is not None:  # an ensemble's class map, grouped by this network's centres and offsets
+            return panoptic_from_semantic(classes, output.center[index], output.offset[index], thing_ids)
+        return panoptic_segmentation(
+            output.semantic[index], output.center[index], output.offset[index], size, thing_ids
+        )
 
-        def panoptic(pixels: torch.Tensor, size: tuple[int, int], thing_ids: Collection[int]):
-            output = module(pixels)
-            ids, segments = panoptic_segmentation(
-                output.semantic[0], output.center[0], output.offset[0], size, thing_ids
-            )
-            return ids, segments
-
-    return Segmenter(label, module, module.num_classes, scores, True, panoptic=panoptic, source=source)
+    return Segmenter(
+        label,
+        module,
+        module.num_classes,
+        lambda output: output.semantic,
+        True,
+        panoptic_head=panoptic,
+        source=source,
+        score_forward=module.semantic,  # without the instance head's cost when only classes are needed
+    )
