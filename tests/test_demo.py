@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from segmerge.checkpoints import load_checkpoint
@@ -9,6 +10,7 @@ from segmerge.cli.app import app
 from segmerge_bench.benchmark.shipping import shipped_manifest
 
 
+@pytest.mark.slow
 def test_demo_json_reports_the_three_claims_in_both_regimes(tmp_path):
     result = CliRunner().invoke(
         app, ["demo", "--json", "--test-images", "16", "--out", str(tmp_path)], catch_exceptions=False
