@@ -276,7 +276,7 @@ def child(argv: list[str]) -> None:
 
             provenance.sha256_of = lambda path: "0" * 64
         t0 = time.perf_counter()
-        segmerge.merge(inputs, output=out, overwrite=True, method=method)
+        segmerge.merge_to_file(inputs, output=out, overwrite=True, method=method)
         seconds = time.perf_counter() - t0
     elif case == "floor":
         seconds = _floor(fmt, out, inputs)

@@ -50,6 +50,30 @@ def test_mmseg_layout_is_unwrapped_and_kept_on_output(tmp_path):
     assert list(raw["state_dict"]) == list(tiny_state(1))
 
 
+def test_merge_returns_tensors_and_merge_to_file_writes_nothing_else_is_accepted(tmp_path):
+    from segmerge import api
+    from segmerge.errors import SegmergeError
+
+    paths = []
+    for i in (1, 2):
+        torch.save(tiny_state(i), tmp_path / f"{i}.pth")
+        paths.append(str(tmp_path / f"{i}.pth"))
+    state = api.merge(paths, method="linear")
+    assert list(state) == list(tiny_state(1)) and not (tmp_path / "m.pth").exists()
+    with pytest.raises(SegmergeError, match="call merge_to_file"):
+        api.merge(paths, output=tmp_path / "m.pth")
+    with pytest.raises(SegmergeError, match="give output=PATH"):
+        api.merge_to_file(paths)
+    written = api.merge_to_file(paths, output=tmp_path / "m.pth", method="linear")
+    assert written == tmp_path / "m.pth"
+    assert_same(load_checkpoint(written), state)
+    assert not (tmp_path / "m.pth.tmp").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "1.pth",
+        "2.pth",
+        "m.pth",
+    ]
+
+
 def test_nested_model_and_data_parallel_prefix(tmp_path):
     state = tiny_state(1)
     torch.save({"model": {"module." + k: v for k, v in state.items()}, "epoch": 3}, tmp_path / "n.pth")

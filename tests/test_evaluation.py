@@ -91,12 +91,37 @@ def test_eval_refuses_an_empty_dataset(tmp_path, models):
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mode", "tiles"], "--mode 'tiles': choose whole or slide"),
+        (["--crop", "0x512"], "--crop 0x512: both sides must be at least 1 pixel"),
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        (["--device", "toaster"], "--device 'toaster': not a device"),
+        (["--mode", "slide", "--panoptic"], "--mode whole"),
+    ],
+)
+def test_eval_settings_are_checked_before_any_work(tmp_path, models, flags, message):
+    spec = make_folder_dataset(tmp_path / "data", n=1)
+    result = runner.invoke(app, ["eval", str(models / "seg1"), "--data", spec, *flags])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_eval_on_a_missing_gpu_is_one_line_and_exit_2(tmp_path, models):
+    spec = make_folder_dataset(tmp_path / "data", n=1)
+    result = runner.invoke(app, ["eval", str(models / "seg1"), "--data", spec, "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "sees no CUDA GPU; use --device cpu" in result.output and len(result.output.strip().splitlines()) == 1
+
+
 @pytest.mark.slow
 def test_torchrun_with_two_processes_gives_the_single_process_numbers(tmp_path, models):
     spec = make_folder_dataset(tmp_path / "data", n=5)
     common = ["eval", str(models / "seg1"), str(models / "seg2"), "--data", spec, "--ensemble", "--json"]
     single = subprocess.run([sys.executable, "-m", "segmerge", *common], capture_output=True, text=True, check=True)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]  # a free port
     double = subprocess.run([*launcher, "-m", "segmerge", *common], capture_output=True, text=True)
     assert double.returncode == 0, double.stderr[-2000:]
     one, two = json.loads(single.stdout), json.loads(double.stdout)

@@ -136,6 +136,8 @@ def merge(
     On a busy machine, running it inside :func:`segmerge.merging.execute.single_threaded` is
     several times faster (the ``segmerge merge`` command does); the result is the same.
     """
+    if "output" in options or "overwrite" in options:
+        raise SegmergeError("merge() returns the merged state dict and writes nothing; call merge_to_file() to write")
     opened = open_merge(models, trust_pickle, **options)
     return dict(execute(opened.plan, opened.sources, opened.method, opened.base))
 

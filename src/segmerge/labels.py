@@ -76,6 +76,11 @@ panoptic reader maps them to these trainIds so semantic and panoptic scores shar
 """
 
 
+def class_names(num_classes: int) -> tuple[str, ...]:
+    """Names for a model's classes: Cityscapes' for 19, ``class i`` otherwise."""
+    return CITYSCAPES_CLASSES if num_classes == NUM_CLASSES else tuple(f"class {i}" for i in range(num_classes))
+
+
 def cityscapes_categories(ids: str = "train_id") -> list[dict]:
     """COCO-style panoptic categories for the 19 Cityscapes classes.
 

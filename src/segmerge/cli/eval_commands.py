@@ -59,7 +59,9 @@ def evaluate_command(
     stride: Annotated[str, typer.Option(help="slide: stride HxW")] = "341x683",
     batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
-    amp: Annotated[bool, typer.Option("--amp", help="mixed precision (float16 on GPU, bfloat16 on CPU)")] = False,
+    amp: Annotated[
+        bool, typer.Option("--amp", help="mixed precision (bfloat16; float16 on GPUs without bfloat16)")
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="evaluate the first N images only")] = None,
     qualitative: Annotated[int, typer.Option(help="images in the qualitative grid")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
@@ -68,29 +70,17 @@ def evaluate_command(
     ] = False,
 ) -> None:
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
-    from segmerge.datasets import open_dataset
-    from segmerge.evaluation.distributed import init_from_environment
     from segmerge.evaluation.prediction import InferenceConfig
-    from segmerge.evaluation.runner import EvaluationConfig, evaluate
-    from segmerge.labels import CITYSCAPES_CLASSES
-    from segmerge.metrics.semantic import protocol as find_protocol
-    from segmerge.segmenters import load_segmenter
+    from segmerge.evaluation.runner import EvaluationConfig, evaluate_models
+    from segmerge.labels import IGNORE_INDEX, class_names
 
-    if mode not in ("whole", "slide"):
-        raise SegmergeError(f"--mode {mode!r}: choose whole or slide")
-    subsets = tuple(protocol or ())
-    for name in subsets:
-        find_protocol(name)
-    group = init_from_environment(device)
-    if device.startswith("cuda") and group.active:
-        device = f"cuda:{group.rank}"
-    dataset = open_dataset(data, split=split)
-    segmenters = [load_segmenter(m, model_factory, device=device) for m in models]
-    class_names = tuple(CITYSCAPES_CLASSES) if num_classes == 19 else tuple(f"class {i}" for i in range(num_classes))
     inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
-    config = EvaluationConfig(num_classes, class_names, 255, subsets, ensemble, qualitative, limit, panoptic=panoptic)
-    result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
-    if not group.is_main:
+    config = EvaluationConfig(
+        num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), ensemble, qualitative, limit,
+        panoptic=panoptic,
+    )  # fmt: skip
+    result = evaluate_models(models, data, config, inference, split, model_factory)
+    if result is None:  # another process of a torchrun group: the main one reports
         return
     if out is not None:
         from segmerge.reports import write_report
@@ -156,10 +146,9 @@ def score_command(
         if pred is None or gt is None:
             raise SegmergeError("give --pred and --gt folders (or --panoptic with its files)")
         from segmerge.evaluation.runner import semantic_summary
-        from segmerge.labels import CITYSCAPES_CLASSES
+        from segmerge.labels import class_names
 
-        names = list(CITYSCAPES_CLASSES) if num_classes == 19 else [f"class {i}" for i in range(num_classes)]
-        metric = score_semantic_folders(pred, gt, num_classes, names, ignore_index)
+        metric = score_semantic_folders(pred, gt, num_classes, list(class_names(num_classes)), ignore_index)
         summary = semantic_summary(metric, tuple(protocol or ()))
     if as_json:
         _print_json(summary)

@@ -38,12 +38,6 @@ def init_from_environment(device: str = "cpu") -> ProcessGroup:
     return ProcessGroup(dist.get_rank(), dist.get_world_size())
 
 
-def all_reduce_sum(tensor: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
-    if group.active:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def all_reduce_max(value: float, group: ProcessGroup) -> float:
     if not group.active:
         return value

@@ -28,6 +28,23 @@ import torch.nn.functional as F
 from segmerge.errors import SegmergeError
 from segmerge.segmenters.base import Segmenter
 
+MODES = ("whole", "slide")
+
+
+def check_device(device: str) -> None:
+    """Refuse, before any work, a device this torch cannot use (one line that says what to do)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise SegmergeError(f"--device {device!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SegmergeError(
+            f"--device {device}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use --device cpu, "
+            "or install a CUDA build of PyTorch on a machine with a GPU"
+        )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise SegmergeError(f"--device {device}: MPS is not available here; use --device cpu")
+
 
 def amp_dtype(device: str | torch.device) -> torch.dtype:
     """The one mixed-precision policy: bfloat16 wherever the device has it (CPUs, recent GPUs) -
@@ -50,6 +67,16 @@ class InferenceConfig:
     batch_size: int = 4
     device: str = "cpu"
     amp: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SegmergeError(f"--mode {self.mode!r}: choose {' or '.join(MODES)}")
+        for name, (height, width) in (("--crop", self.crop), ("--stride", self.stride)):
+            if height < 1 or width < 1:
+                raise SegmergeError(f"{name} {height}x{width}: both sides must be at least 1 pixel")
+        if self.batch_size < 1:
+            raise SegmergeError(f"--batch-size {self.batch_size}: must be at least 1")
+        check_device(self.device)
 
     def autocast(self):
         if not self.amp:

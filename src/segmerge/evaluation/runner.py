@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -36,6 +36,35 @@ class EvaluationConfig:
     progress: bool = True
     #: Also score panoptic outputs (PQ/SQ/RQ) of models that have one, against panoptic ground truth.
     panoptic: bool = False
+
+
+def evaluate_models(
+    models: Sequence[str],
+    data: str,
+    config: EvaluationConfig,
+    inference: InferenceConfig = InferenceConfig(),
+    split: str = "val",
+    factory: str | None = None,
+) -> EvaluationResult | None:
+    """``segmerge eval``: checkpoints (paths or folders, or what ``factory`` builds from them) on the
+    dataset ``data`` (``kind:argument``). Under ``torchrun`` every process evaluates its shard and
+    the main one gets the result (the others ``None``)."""
+    from segmerge.datasets import open_dataset
+    from segmerge.evaluation.distributed import init_from_environment
+    from segmerge.metrics.semantic import protocol
+    from segmerge.segmenters import load_segmenter
+
+    for name in config.subsets:
+        protocol(name)
+    if config.panoptic and inference.mode != "whole":
+        raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
+    group = init_from_environment(inference.device)
+    if torch.device(inference.device).type == "cuda" and group.active:
+        inference = replace(inference, device=f"cuda:{group.rank}")
+    dataset = open_dataset(data, split=split)
+    segmenters = [load_segmenter(m, factory, device=inference.device) for m in models]
+    result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
+    return result if group.is_main else None
 
 
 def evaluate(

@@ -92,7 +92,7 @@ def tune_claim(
             truths.append(known[key])
             continue
         output = workdir / f"candidate{i}{models[candidate.anchor].suffix}"
-        api.merge(row.recipe, output=output, overwrite=True)
+        api.merge_to_file(row.recipe, output=output, overwrite=True)
         truths.append(measure(claim.metric, [output], test)[claim.metric])
         remove_path(output)
     correlation = {
