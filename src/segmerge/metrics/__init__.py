@@ -2,11 +2,13 @@
 
 Each metric follows the torchmetrics pattern: ``update()`` per batch or image, ``compute()``
 at the end, ``reset()`` to start over. The state is plain counts, so ``sync()`` (an
-all-reduce under torch.distributed), ``merge_state()`` or ``a + b`` combine shards exactly.
+all-reduce under torch.distributed), ``merge_state()`` or ``a + b`` combine shards exactly;
+that machinery lives once, in :class:`SummableMetric` (:mod:`segmerge.metrics.base`).
 """
 
+from segmerge.metrics.base import SummableMetric, sync_state
 from segmerge.metrics.panoptic import PanopticClassResult, PanopticMetric, PanopticResult, id2rgb, rgb2id
-from segmerge.metrics.semantic import SemanticMetric, SemanticResult, protocol, sync_state
+from segmerge.metrics.semantic import SemanticMetric, SemanticResult, confusion_miou, protocol
 
 __all__ = [
     "PanopticClassResult",
@@ -14,6 +16,8 @@ __all__ = [
     "PanopticResult",
     "SemanticMetric",
     "SemanticResult",
+    "SummableMetric",
+    "confusion_miou",
     "id2rgb",
     "protocol",
     "rgb2id",

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from segmerge.errors import SegmergeError
-from segmerge.metrics.semantic import sync_state
+from segmerge.metrics.base import SummableMetric
 
 OFFSET = 256 * 256 * 256
 """One more than the largest segment id an RGB PNG can encode; packs (gt id, pred id) pairs."""
@@ -128,7 +128,7 @@ def _segments(segments_info: Sequence[Mapping], what: str) -> dict[int, Mapping]
     return segments
 
 
-class PanopticMetric:
+class PanopticMetric(SummableMetric):
     """Accumulates per-category tp/fp/fn/IoU-sum over images; ``compute()`` gives PQ, SQ, RQ.
 
     ``categories`` are COCO-style dicts with ``id``, ``name`` and ``isthing``. Call
@@ -147,21 +147,20 @@ class PanopticMetric:
         ids = [int(c["id"]) for c in categories]
         if len(set(ids)) != len(ids):
             raise SegmergeError(f"category ids {ids} are not unique")
+        super().__init__()
         self.categories = [dict(c) for c in categories]
         self._index = {cid: i for i, cid in enumerate(ids)}
         k = len(ids)
-        self.tp = torch.zeros(k, dtype=torch.int64)
-        self.fp = torch.zeros(k, dtype=torch.int64)
-        self.fn = torch.zeros(k, dtype=torch.int64)
-        self.iou_sum = torch.zeros(k, dtype=torch.float64)
-        self._synced = False
+        self.add_state("tp", (k,), torch.int64)
+        self.add_state("fp", (k,), torch.int64)
+        self.add_state("fn", (k,), torch.int64)
+        self.add_state("iou_sum", (k,), torch.float64)
 
     # -- accumulation ---------------------------------------------------------------
 
     def update(self, gt_ids, gt_segments: Sequence[Mapping], pred_ids, pred_segments: Sequence[Mapping]) -> None:
         """Match one image's predicted segments against its ground truth and add the counts."""
-        if self._synced:
-            raise SegmergeError("update() after sync() would mix summed and local counts; call reset() first")
+        self._check_not_synced()
         gt, pred = _id_map(gt_ids, "gt_ids"), _id_map(pred_ids, "pred_ids")
         if gt.shape != pred.shape:
             raise SegmergeError(f"pred_ids shape {pred.shape} does not match gt_ids shape {gt.shape}")
@@ -244,57 +243,11 @@ class PanopticMetric:
 
     # -- state -------------------------------------------------------------------
 
-    def _state_names(self) -> tuple[str, ...]:
-        return ("tp", "fp", "fn", "iou_sum")
+    def _twin(self) -> PanopticMetric:
+        return PanopticMetric(self.categories)
 
-    def reset(self) -> None:
-        for name in self._state_names():
-            getattr(self, name).zero_()
-        self._synced = False
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """A copy of the state: per-category ``tp``, ``fp``, ``fn`` (int64) and ``iou_sum`` (float64)."""
-        return {name: getattr(self, name).clone() for name in self._state_names()}
-
-    def _checked(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for name in self._state_names():
-            mine = getattr(self, name)
-            theirs = state.get(name) if isinstance(state, Mapping) else None
-            if not isinstance(theirs, torch.Tensor) or theirs.shape != mine.shape:
-                shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs).__name__
-                raise SegmergeError(f"state {name!r} is {shape}, expected a tensor of shape {tuple(mine.shape)}")
-            out[name] = theirs.to(mine)
-        return out
-
-    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        for name, value in self._checked(state).items():
-            setattr(self, name, value.clone())
-
-    def merge_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Add another process's (or object's) counts to this one."""
-        for name, value in self._checked(state).items():
-            getattr(self, name).add_(value)
-
-    def __add__(self, other: PanopticMetric) -> PanopticMetric:
-        if not isinstance(other, PanopticMetric):
-            return NotImplemented
-        if other.categories != self.categories:
-            raise SegmergeError("cannot add panoptic metrics built with different categories")
-        total = PanopticMetric(self.categories)
-        total.load_state(self.state())
-        total.merge_state(other.state())
-        return total
-
-    def sync(self, group=None) -> None:
-        """All-reduce (sum) the counts across processes; a no-op without torch.distributed.
-
-        Collective: every process must call it. A second call before ``reset()`` does nothing.
-        """
-        if self._synced:
-            return
-        sync_state({name: getattr(self, name) for name in self._state_names()}, group)
-        self._synced = torch.distributed.is_available() and torch.distributed.is_initialized()
+    def _settings(self) -> dict:
+        return {"categories": self.categories}
 
     # -- scores ------------------------------------------------------------------
 

@@ -19,15 +19,15 @@ Conventions follow mmseg, which produced most reported Cityscapes/UDA numbers:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from segmerge.errors import SegmergeError
 from segmerge.labels import PROTOCOLS, ClassSubset
+from segmerge.metrics.base import SummableMetric
 
 
 def protocol(name: str) -> ClassSubset:
@@ -37,23 +37,6 @@ def protocol(name: str) -> ClassSubset:
     except KeyError:
         valid = ", ".join(sorted(PROTOCOLS))
         raise SegmergeError(f"unknown evaluation protocol {name!r}; valid protocols: {valid}") from None
-
-
-def sync_state(state: Mapping[str, torch.Tensor], group=None) -> None:
-    """Sum count tensors in place across processes; a no-op unless torch.distributed is initialised.
-
-    Shared by every metric in this package: their states are counts, so the sum over the
-    shards equals the state of one process that saw the whole dataset. NCCL only reduces
-    CUDA tensors, so CPU states travel through the current CUDA device and back.
-    """
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    on_nccl = dist.get_backend(group) == "nccl"
-    for tensor in state.values():
-        buffer = tensor.to(torch.device("cuda", torch.cuda.current_device())) if on_nccl else tensor
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM, group=group)
-        if buffer is not tensor:
-            tensor.copy_(buffer)
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
@@ -74,6 +57,24 @@ def _is_integer(t: torch.Tensor) -> bool:
 def _nanmean(values: np.ndarray) -> float:
     kept = values[~np.isnan(values)]
     return float(kept.mean()) if kept.size else math.nan
+
+
+def class_iou(confusion: torch.Tensor) -> np.ndarray:
+    """Per-class IoU (%) of a [C, C] confusion matrix; NaN for a class in neither the rows nor the columns."""
+    cm = confusion.detach().cpu().double().numpy()
+    tp = np.diag(cm)
+    union = cm.sum(axis=1) + cm.sum(axis=0) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, 100.0 * tp / union, np.nan)
+
+
+def confusion_miou(confusion: torch.Tensor) -> float:
+    """mIoU (%) of a [C, C] confusion matrix over the classes present in either map (NaN if none is).
+
+    The one definition of mIoU in segmerge: :meth:`SemanticMetric.compute` and the label-free
+    tuning criteria both use it, so an agreement score is comparable to a reported mIoU.
+    """
+    return _nanmean(class_iou(confusion))
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class SemanticResult:
         return asdict(self)
 
 
-class SemanticMetric:
+class SemanticMetric(SummableMetric):
     """Accumulates a confusion matrix over a dataset; ``compute()`` turns it into IoU/mIoU/accuracy.
 
     ``update(pred, target)`` takes integer label maps of the same shape, or logits with a
@@ -123,18 +124,17 @@ class SemanticMetric:
             raise SegmergeError(
                 f"{len(class_names)} class_names given for num_classes={num_classes}; give one name per class"
             )
+        super().__init__()
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = tuple(class_names)
-        self.confusion_matrix = torch.zeros((num_classes, num_classes), dtype=torch.int64)
-        self._synced = False
+        self.add_state("confusion_matrix", (num_classes, num_classes), torch.int64)
 
     # -- accumulation ---------------------------------------------------------------
 
     def update(self, pred, target) -> None:
         """Add one batch (or one image) to the confusion matrix."""
-        if self._synced:
-            raise SegmergeError("update() after sync() would mix summed and local counts; call reset() first")
+        self._check_not_synced()
         pred_t, target_t = _as_tensor(pred, "pred"), _as_tensor(target, "target")
         if not _is_integer(target_t):
             raise SegmergeError(f"target must hold integer class ids, got dtype {target_t.dtype}")
@@ -189,53 +189,12 @@ class SemanticMetric:
 
     # -- state -------------------------------------------------------------------
 
-    def reset(self) -> None:
-        self.confusion_matrix.zero_()
-        self._synced = False
+    def _twin(self) -> SemanticMetric:
+        return SemanticMetric(self.num_classes, self.ignore_index, self.class_names)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        """A copy of the state: ``{"confusion_matrix": int64 [C, C]}``."""
-        return {"confusion_matrix": self.confusion_matrix.clone()}
-
-    def _checked(self, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        matrix = state.get("confusion_matrix") if isinstance(state, Mapping) else None
-        if not isinstance(matrix, torch.Tensor) or matrix.shape != self.confusion_matrix.shape:
-            shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
-            raise SegmergeError(
-                f"state confusion_matrix is {shape}, expected a tensor of shape {tuple(self.confusion_matrix.shape)}"
-            )
-        return matrix.to(self.confusion_matrix)
-
-    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.confusion_matrix = self._checked(state).clone()
-
-    def merge_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Add another process's (or object's) counts to this one."""
-        self.confusion_matrix += self._checked(state)
-
-    def __add__(self, other: SemanticMetric) -> SemanticMetric:
-        if not isinstance(other, SemanticMetric):
-            return NotImplemented
-        if (other.num_classes, other.ignore_index) != (self.num_classes, self.ignore_index):
-            raise SegmergeError(
-                f"cannot add metrics with num_classes/ignore_index {other.num_classes}/{other.ignore_index} "
-                f"and {self.num_classes}/{self.ignore_index}"
-            )
-        total = SemanticMetric(self.num_classes, self.ignore_index, self.class_names)
-        total.load_state(self.state())
-        total.merge_state(other.state())
-        return total
-
-    def sync(self, group=None) -> None:
-        """All-reduce (sum) the confusion matrix across processes; a no-op without torch.distributed.
-
-        Collective: every process must call it. A second call before ``reset()`` does nothing,
-        so the counts are never summed twice.
-        """
-        if self._synced:
-            return
-        sync_state({"confusion_matrix": self.confusion_matrix}, group)
-        self._synced = dist.is_available() and dist.is_initialized()
+    def _settings(self) -> dict:
+        # Class names are labels for the report, not part of the counts: they need not agree.
+        return {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
 
     # -- scores ------------------------------------------------------------------
 
@@ -272,11 +231,9 @@ class SemanticMetric:
                 "no labelled pixels were accumulated (no update() yet, or every target pixel was "
                 f"ignore_index={self.ignore_index}); nothing to score"
             )
-        tp = np.diag(cm)
-        gt_area, pred_area = cm.sum(axis=1), cm.sum(axis=0)
-        union = gt_area + pred_area - tp
+        tp, gt_area = np.diag(cm), cm.sum(axis=1)
+        iou = class_iou(self.confusion_matrix)
         with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, 100.0 * tp / union, np.nan)
             acc = np.where(gt_area > 0, 100.0 * tp / gt_area, np.nan)
         sel = list(ids)
         return SemanticResult(

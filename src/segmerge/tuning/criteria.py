@@ -8,8 +8,9 @@ Each criterion reads class probabilities [N,C,h,w] only - never a target label:
 * ``consistency``: mIoU (%) of the prediction on the images against the prediction on
   photometrically augmented copies (same geometry, so pixel for pixel).
 
-The scores accumulate batch by batch (:class:`CriteriaMeter`), like the metrics in
-:mod:`segmerge.metrics`: two confusion matrices and an entropy sum.
+The scores accumulate batch by batch (:class:`CriteriaMeter`), a summable metric like those in
+:mod:`segmerge.metrics`: two confusion matrices and an entropy sum. Both mIoUs are
+:func:`segmerge.metrics.semantic.confusion_miou`, the rule every reported mIoU follows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from segmerge.metrics.base import SummableMetric
+from segmerge.metrics.semantic import confusion_miou
 
 #: Criterion name -> whether a higher value is better.
 CRITERIA: dict[str, bool] = {"entropy": False, "agreement": True, "consistency": True}
@@ -40,17 +44,6 @@ def label_confusion(prediction: torch.Tensor, reference: torch.Tensor, num_class
     """int64 [C,C] counts of (reference class, predicted class) over all pixels of two label maps."""
     index = reference.reshape(-1).long().cpu() * num_classes + prediction.reshape(-1).long().cpu()
     return torch.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def confusion_miou(confusion: torch.Tensor) -> float:
-    """mIoU (%) over the classes present in either map (as :mod:`segmerge.metrics.semantic` counts them)."""
-    confusion = confusion.double()
-    hits = confusion.diagonal()
-    union = confusion.sum(0) + confusion.sum(1) - hits
-    present = union > 0
-    if not present.any():
-        return math.nan
-    return float((hits[present] / union[present]).mean() * 100.0)
 
 
 def agreement(probabilities: torch.Tensor, reference: torch.Tensor) -> float:
@@ -89,24 +82,34 @@ class CriteriaScores:
         return {"entropy": self.entropy, "agreement": self.agreement, "consistency": self.consistency}
 
 
-class CriteriaMeter:
-    """Accumulates the three criteria over batches; ``compute()`` gives :class:`CriteriaScores`."""
+class CriteriaMeter(SummableMetric):
+    """Accumulates the three criteria over batches; ``compute()`` gives :class:`CriteriaScores`.
+
+    State: ``entropy_sum`` (float64) over ``pixels`` (int64), and the confusion matrices
+    ``to_ensemble`` (ensemble class x predicted class) and ``to_augmented`` (predicted class
+    x class predicted on the augmented images), int64 [C, C].
+    """
 
     def __init__(self, num_classes: int):
+        super().__init__()
         self.num_classes = num_classes
-        self.reset()
+        self.add_state("entropy_sum", (), torch.float64)
+        self.add_state("pixels", (), torch.int64)
+        self.add_state("to_ensemble", (num_classes, num_classes), torch.int64)
+        self.add_state("to_augmented", (num_classes, num_classes), torch.int64)
 
-    def reset(self) -> None:
-        self.entropy_sum = 0.0
-        self.pixels = 0
-        self.to_ensemble = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
-        self.to_augmented = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+    def _twin(self) -> CriteriaMeter:
+        return CriteriaMeter(self.num_classes)
+
+    def _settings(self) -> dict:
+        return {"num_classes": self.num_classes}
 
     def update(
         self, probabilities: torch.Tensor, ensemble: torch.Tensor | None, augmented: torch.Tensor | None
     ) -> None:
         """Probabilities [N,C,h,w] on the images, the ensemble's on the same images, and the
         model's own on the augmented images (either may be None: that score is then NaN)."""
+        self._check_not_synced()
         entropy = pixel_entropy(probabilities)
         self.entropy_sum += float(entropy.double().sum())
         self.pixels += entropy.numel()
@@ -118,7 +121,7 @@ class CriteriaMeter:
 
     def compute(self) -> CriteriaScores:
         return CriteriaScores(
-            entropy=self.entropy_sum / self.pixels if self.pixels else math.nan,
+            entropy=float(self.entropy_sum) / int(self.pixels) if self.pixels else math.nan,
             agreement=confusion_miou(self.to_ensemble),
             consistency=confusion_miou(self.to_augmented),
         )
