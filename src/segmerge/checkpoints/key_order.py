@@ -10,7 +10,6 @@ otherwise from the key names (numbers compared as numbers, stage by stage, heads
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 
@@ -64,7 +63,6 @@ def hf_model_order(config: Mapping) -> list[str] | None:
     architectures = config.get("architectures") or []
     if not architectures or "model_type" not in config:
         return None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         import torch
         import transformers

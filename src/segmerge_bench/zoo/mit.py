@@ -13,13 +13,9 @@ as well: :func:`encoder_disk_names` maps one to the other, in module (forward) o
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from segmerge.errors import SegmergeError
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TINY_MIT: dict = {
     "num_channels": 3,

@@ -34,4 +34,4 @@ def save_segformer(model, folder: str | Path) -> Path:
 def load_segformer(folder: str | Path):
     from transformers import SegformerForSemanticSegmentation
 
-    return SegformerForSemanticSegmentation.from_pretrained(folder)
+    return SegformerForSemanticSegmentation.from_pretrained(folder, local_files_only=True)
