@@ -56,7 +56,8 @@ def main() -> None:
                 subprocess.run(command, check=True, capture_output=True, env=env)
                 times[name].append(time.perf_counter() - start)
     floor = statistics.median(times[next(iter(commands))])
-    print(f"median of {args.repeats} alternating runs, whole process, wall clock (load average {os.getloadavg()[0]:.2f})")
+    load = os.getloadavg()[0]
+    print(f"median of {args.repeats} alternating runs, whole process, wall clock (load average {load:.2f})")
     for name, values in times.items():
         median = statistics.median(values)
         print(f"  {name:<48} {median:6.2f} s  ({median / floor:.2f}x the torch import)")
