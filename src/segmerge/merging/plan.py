@@ -262,7 +262,7 @@ def build_plan(
         donor_keys=donor_keys,
         base=base_label,
     )
-    result.hints = rename_hints(result, anchor_metas, metas, donor_maps)
+    result.hints = rename_hints(result)
     if not eligible:
         result.warnings.append(
             "no key is shared by the anchor and any donor: the output would be the anchor; check --rename (see hints)"
@@ -274,11 +274,13 @@ def key_in(model: int, anchor_key: str, anchor: int, donor_maps: Mapping[int, Ma
     return anchor_key if model == anchor else donor_maps[model][anchor_key]
 
 
-def rename_hints(plan: MergePlan, anchor_metas, metas, donor_maps) -> list[str]:
+def rename_hints(plan: MergePlan) -> list[str]:
     """Suggest a prefix rename for each donor whose unmatched keys would then match."""
     hints = []
     unmatched_anchor = [k.key for k in plan.keys if k.action == Action.ANCHOR_ONLY]
-    for i in donor_maps:
+    for i in range(len(plan.models)):
+        if i == plan.anchor:
+            continue
         unmatched = [d.renamed for d in plan.donor_keys if d.model == i and d.action == Action.DONOR_UNMATCHED]
         if not unmatched or not unmatched_anchor:
             continue
