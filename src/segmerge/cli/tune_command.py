@@ -8,11 +8,10 @@ from typing import Annotated
 
 import typer
 
-from segmerge.checkpoints.atomic import atomic_file
 from segmerge.cli.app import app, stderr, user_errors
 from segmerge.cli.options import parse_rename
 from segmerge.errors import SegmergeError
-from segmerge.tuning import LOSSES, SELECTION_RULES, Runtime, TuningModels, learn, load_images, search, write_tuned
+from segmerge.tuning import LOSSES, SELECTION_RULES, Runtime, TuningModels, learn, load_images, search, write_result
 from segmerge.tuning.search import DEFAULT_CRITERION
 
 DEFAULT_IMAGES = 64
@@ -115,15 +114,5 @@ def tune(
         )
     for note in result.notes:
         stderr.print(f"note: {note}")
-    written, recipe_file = write_tuned(
-        result.recipe if learn_mode else result.best_recipe,
-        output,
-        result.state_dict if result.adabn else None,  # without AdaBN the recipe is merged again, as `merge -r` does
-        overwrite,
-    )
-    if report is not None:
-        report.mkdir(parents=True, exist_ok=True)
-        for name, text in (("tune.md", result.to_markdown()), ("tune.json", result.to_json())):
-            with atomic_file(report / name) as tmp:
-                tmp.write_text(text)
+    written, recipe_file = write_result(result, output, overwrite, report)
     stderr.print(f"wrote {written} and its recipe {recipe_file}" + (f"; report in {report}" if report else ""))
