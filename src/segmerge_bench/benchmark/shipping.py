@@ -10,7 +10,8 @@ with::
     python -m segmerge_bench.benchmark.shipping runs/full      # copies them into the package
 
 ``export`` finds each model in the run's cache by the same key the run used (training it
-if it is missing), so the shipped files are exactly the run's.
+if it is missing), so the shipped files are exactly the run's. :func:`run_demo` is what
+``segmerge demo`` runs on them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from segmerge.errors import SegmergeError
@@ -25,9 +29,12 @@ from segmerge_bench.benchmark.claims import CLAIMS, HEADLINE_CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
 from segmerge_bench.benchmark.label_free import TuneSettings, learned_merge
 from segmerge_bench.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
+from segmerge_bench.benchmark.report import write_bench_report
+from segmerge_bench.benchmark.runner import BenchResult, machine
 from segmerge_bench.benchmark.scoring import score
 from segmerge_bench.benchmark.settings import FULL, TARGET, BenchSettings, Sweep
 from segmerge_bench.benchmark.store import ArtifactStore, remove_path
+from segmerge_bench.benchmark.summary import claims_object
 from segmerge_bench.training import TrainingData
 
 MANIFEST = "MANIFEST.json"
@@ -146,6 +153,29 @@ def demo_runs(
                 )
             runs.append(run)
     return runs
+
+
+def run_demo(
+    out: Path | None = None, test_images: int | None = None, log: Callable[[str], None] = print, tune: bool = True
+) -> dict:
+    """``segmerge demo``: merge and score the shipped checkpoints (:func:`demo_runs`) and return the
+    claims object. With ``out``, the merges stay in ``out/merges`` and the report is written to
+    ``out/report``; without, the merges go to a temporary folder, removed on return."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="segmerge-demo-") as scratch:
+        workdir = Path(out) / "merges" if out is not None else Path(scratch)
+        runs = demo_runs(workdir, test_images, log, tune=tune)
+        claims = claims_object(runs)
+        if out is not None:
+            manifest = shipped_manifest()
+            result = BenchResult(
+                {"test_images": test_images or manifest["test_images"], **manifest},
+                runs,
+                {"total": round(time.perf_counter() - start, 1)},
+                machine(),
+            )
+            write_bench_report(result, Path(out) / "report", "segmerge demo", evaluation_reports=False)
+    return claims
 
 
 if __name__ == "__main__":  # pragma: no cover - the regeneration command
