@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from segmerge.checkpoints.atomic import atomic_file
 from segmerge.cli.app import app, stderr, user_errors
 from segmerge.cli.options import parse_rename
 from segmerge.errors import SegmergeError
 from segmerge.evaluation.prediction import InferenceConfig
-from segmerge.tuning import LOSSES, SELECTION_RULES, TuningModels, learn, load_images, search, write_tuned
+from segmerge.tuning import LOSSES, SELECTION_RULES, TuningModels, learn, load_images, search, write_result
 from segmerge.tuning.search import DEFAULT_CRITERION
 
 DEFAULT_IMAGES = 64
 DEFAULT_STEPS = 100
+
+# The choices as typer enums, so that --help lists them and typer refuses other values (exit 2).
+SearchMode = Enum("SearchMode", {"grid": "grid"}, type=str)
+Criterion = Enum("Criterion", {name: name for name in SELECTION_RULES}, type=str)
+Loss = Enum("Loss", {name: name for name in LOSSES}, type=str)
 
 
 def _size(value: str | None) -> tuple[int, int] | None:
@@ -43,13 +48,13 @@ def tune(
     ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="write tune.md and tune.json here")] = None,
     search_mode: Annotated[
-        str | None, typer.Option("--search", help="score candidate recipes: 'grid' (the default mode)")
+        SearchMode | None, typer.Option("--search", help="score candidate recipes (the default mode)")
     ] = None,
     learn_mode: Annotated[bool, typer.Option("--learn", help="learn per-layer merge weights by gradient")] = False,
     criterion: Annotated[
-        str, typer.Option("--criterion", help=f"search: picks by {', '.join(SELECTION_RULES)}")
-    ] = DEFAULT_CRITERION,
-    loss: Annotated[str, typer.Option("--loss", help=f"learn: {', '.join(LOSSES)}")] = "distill",
+        Criterion, typer.Option("--criterion", help="search: the rule that picks the candidate")
+    ] = Criterion(DEFAULT_CRITERION),
+    loss: Annotated[Loss, typer.Option("--loss", help="learn: the loss on the target images")] = Loss("distill"),
     budget: Annotated[
         int | None,
         typer.Option("--budget", help=f"learn: steps [{DEFAULT_STEPS}]; search: images scored [--images]"),
@@ -80,14 +85,8 @@ def tune(
     """Choose or learn the merge on unlabelled target images; write it, its recipe and a report."""
     if learn_mode and search_mode is not None:
         raise SegmergeError("--search and --learn are two modes; give one")
-    if search_mode not in (None, "grid"):
-        raise SegmergeError(f"--search {search_mode!r}: the only search is 'grid'")
     if len(models) < 2:
         raise SegmergeError("give at least two models to merge")
-    if criterion not in SELECTION_RULES:
-        raise SegmergeError(f"--criterion {criterion!r}: choose one of {', '.join(SELECTION_RULES)}")
-    if loss not in LOSSES:
-        raise SegmergeError(f"--loss {loss!r}: choose one of {', '.join(LOSSES)}")
     if output.exists() and not overwrite:
         raise SegmergeError(f"{output}: already exists; pass --overwrite to replace it")
     renames = parse_rename(rename) or None
@@ -98,33 +97,30 @@ def tune(
     if learn_mode:
         steps = budget if budget is not None else DEFAULT_STEPS
         result = learn(
-            opened, pixels, anchor=anchor, rename=renames, loss=loss, steps=steps, batch_size=batch_size,
+            opened, pixels, anchor=anchor, rename=renames, loss=loss.value, steps=steps, batch_size=batch_size,
             lr=lr, seed=seed, adabn=adabn, progress=True,
         )  # fmt: skip
         stderr.print(
             f"learned {len(result.layer_weights)} layers' weights in {steps} steps: "
-            f"{loss} loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
+            f"{loss.value} loss {result.initial_loss:.4f} -> {result.final_loss:.4f}"
         )
     else:
         result = search(
-            opened, pixels, anchor=anchor, rename=renames, criterion=criterion, adabn=adabn, seed=seed, progress=True
+            opened,
+            pixels,
+            anchor=anchor,
+            rename=renames,
+            criterion=criterion.value,
+            adabn=adabn,
+            seed=seed,
+            progress=True,
         )
         chosen = result.chosen
         stderr.print(
-            f"chose '{chosen.candidate.name}' of {len(result.rows)} candidates by {criterion} "
+            f"chose '{chosen.candidate.name}' of {len(result.rows)} candidates by {criterion.value} "
             f"(agreement {chosen.agreement:.2f}, consistency {chosen.consistency:.2f}, entropy {chosen.entropy:.4f})"
         )
     for note in result.notes:
         stderr.print(f"note: {note}")
-    written, recipe_file = write_tuned(
-        result.recipe if learn_mode else result.best_recipe,
-        output,
-        result.state_dict if result.adabn else None,  # without AdaBN the recipe is merged again, as `merge -r` does
-        overwrite,
-    )
-    if report is not None:
-        report.mkdir(parents=True, exist_ok=True)
-        for name, text in (("tune.md", result.to_markdown()), ("tune.json", result.to_json())):
-            with atomic_file(report / name) as tmp:
-                tmp.write_text(text)
+    written, recipe_file = write_result(result, output, overwrite, report)
     stderr.print(f"wrote {written} and its recipe {recipe_file}" + (f"; report in {report}" if report else ""))

@@ -99,10 +99,6 @@ def streamed_weighted_sum(
     return out.to(dtypes[0])
 
 
-def merge_state_dicts(plan, sources, method, base=None) -> dict[str, torch.Tensor]:
-    return dict(execute(plan, sources, method, base))
-
-
 def merge_norm_statistic(
     key_plan: KeyPlan, sources: Sequence[TensorSource], tensors: Sequence[torch.Tensor]
 ) -> torch.Tensor:

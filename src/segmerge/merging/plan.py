@@ -131,6 +131,10 @@ class MergePlan:
         )
 
 
+#: (a merged key's plan, the donors that hold it): what rules 3 and 4 work on.
+Eligible = tuple[KeyPlan, list[int]]
+
+
 def build_plan(
     metas: Sequence[Mapping[str, TensorMeta]],
     method: MergeMethod,
@@ -145,13 +149,37 @@ def build_plan(
     """Classify every key, group eligible keys into layers and weigh them (docs/method.md 1-4)."""
     num_models = len(metas)
     labels = list(labels) if labels is not None else [f"model{i}" for i in range(num_models)]
-    renames = renames or {}
     model_weights = list(model_weights) if model_weights is not None else [None] * num_models
-    anchor_metas = metas[anchor]
+    donor_maps, collisions = rename_donor_keys(metas, anchor, renames or {})
+    keys, eligible, matched = classify_anchor_keys(metas, anchor, donor_maps, labels)
+    layers = group_into_layers(eligible)
+    weigh_keys(eligible, layers, method, anchor, model_weights, overrides, base, metas[anchor], donor_maps)
+    settle_layer_actions(layers, keys)
+    result = MergePlan(
+        models=labels,
+        anchor=anchor,
+        method=method.name,
+        parameters=method.params.model_dump(mode="json"),
+        keys=keys,
+        layers=list(layers.values()),
+        donor_keys=report_donor_keys(metas, donor_maps, matched, collisions),
+        base=base_label,
+    )
+    result.hints = rename_hints(result)
+    result.warnings = plan_warnings(eligible)
+    return result
 
-    # Rule 1: donor keys renamed onto the anchor's names.
-    donor_maps: dict[int, dict[str, str]] = {}  # model -> renamed key -> original key
-    donor_keys: list[DonorKey] = []
+
+def rename_donor_keys(
+    metas: Sequence[Mapping[str, TensorMeta]], anchor: int, renames: Mapping[int, Sequence[RenameRule]]
+) -> tuple[dict[int, dict[str, str]], list[DonorKey]]:
+    """Rule 1: every donor's keys renamed onto the anchor's names.
+
+    Returns, per donor model, renamed key -> original key, and the donor keys that were
+    renamed onto a name an earlier key of the same donor already took (only the first is used).
+    """
+    donor_maps: dict[int, dict[str, str]] = {}
+    collisions: list[DonorKey] = []
     for i, model_metas in enumerate(metas):
         if i == anchor:
             continue
@@ -160,50 +188,94 @@ def build_plan(
             new = rename(key, renames.get(i, ()))
             if new in mapping:
                 note = f"renamed onto {new!r} as {mapping[new]!r} was; only the first is used"
-                donor_keys.append(DonorKey(i, key, new, Action.DONOR_UNMATCHED, note))
+                collisions.append(DonorKey(i, key, new, Action.DONOR_UNMATCHED, note))
                 continue
             mapping[new] = key
         donor_maps[i] = mapping
+    return donor_maps, collisions
 
-    # Rule 2: eligible anchor keys, and the classification of every other key.
+
+def classify_anchor_keys(
+    metas: Sequence[Mapping[str, TensorMeta]],
+    anchor: int,
+    donor_maps: Mapping[int, Mapping[str, str]],
+    labels: Sequence[str],
+) -> tuple[list[KeyPlan], list[Eligible], dict[int, dict[str, Action]]]:
+    """Rule 2: which anchor keys are eligible (float, and a donor holds one of the same shape and
+    float dtype), and the fate of every other anchor key and of every matched donor key.
+
+    Returns every anchor key's plan in the anchor's order, the eligible ones with the donors
+    that hold them, and per donor its matched keys' actions.
+    """
     keys: list[KeyPlan] = []
-    eligible: list[tuple[KeyPlan, list[int]]] = []
+    eligible: list[Eligible] = []
     matched: dict[int, dict[str, Action]] = {i: {} for i in donor_maps}
-    for key, meta in anchor_metas.items():
-        holders: list[int] = []
-        mismatched: list[str] = []
-        for i, mapping in donor_maps.items():
-            donor_key = mapping.get(key)
-            if donor_key is None:
-                continue
-            donor_meta = metas[i][donor_key]
-            if donor_meta.shape != meta.shape:
-                matched[i][donor_key] = Action.SHAPE_MISMATCH
-                mismatched.append(f"{labels[i]} {list(donor_meta.shape)}")
-            elif not (meta.is_float and donor_meta.is_float):
-                matched[i][donor_key] = Action.NON_FLOAT
-            else:
-                matched[i][donor_key] = Action.MERGED
-                holders.append(i)
-        if not meta.is_float:
-            keys.append(KeyPlan(key, Action.NON_FLOAT, note=f"dtype {_dtype_name(meta)}: anchor's value"))
-        elif holders:
-            plan = KeyPlan(key, Action.MERGED, layer=layer_of(key))
-            keys.append(plan)
+    for key, meta in metas[anchor].items():
+        holders, mismatched = _match_donors(key, meta, metas, donor_maps, labels, matched)
+        plan = _classify_anchor_key(key, meta, holders, mismatched)
+        keys.append(plan)
+        if plan.action == Action.MERGED:
             eligible.append((plan, holders))
-        elif mismatched:
-            note = f"anchor {list(meta.shape)} vs " + ", ".join(mismatched)
-            keys.append(KeyPlan(key, Action.SHAPE_MISMATCH, note=note))
-        else:
-            keys.append(KeyPlan(key, Action.ANCHOR_ONLY))
+    return keys, eligible, matched
 
+
+def _match_donors(
+    key: str,
+    meta: TensorMeta,
+    metas: Sequence[Mapping[str, TensorMeta]],
+    donor_maps: Mapping[int, Mapping[str, str]],
+    labels: Sequence[str],
+    matched: dict[int, dict[str, Action]],
+) -> tuple[list[int], list[str]]:
+    """The donors holding a mergeable tensor for anchor ``key``, and the shapes of those whose
+    tensor of that name has another shape; records each donor key's action in ``matched``."""
+    holders: list[int] = []
+    mismatched: list[str] = []
+    for i, mapping in donor_maps.items():
+        donor_key = mapping.get(key)
+        if donor_key is None:
+            continue
+        donor_meta = metas[i][donor_key]
+        if donor_meta.shape != meta.shape:
+            matched[i][donor_key] = Action.SHAPE_MISMATCH
+            mismatched.append(f"{labels[i]} {list(donor_meta.shape)}")
+        elif not (meta.is_float and donor_meta.is_float):
+            matched[i][donor_key] = Action.NON_FLOAT
+        else:
+            matched[i][donor_key] = Action.MERGED
+            holders.append(i)
+    return holders, mismatched
+
+
+def _classify_anchor_key(key: str, meta: TensorMeta, holders: list[int], mismatched: list[str]) -> KeyPlan:
+    if not meta.is_float:
+        return KeyPlan(key, Action.NON_FLOAT, note=f"dtype {_dtype_name(meta)}: anchor's value")
+    if holders:
+        return KeyPlan(key, Action.MERGED, layer=layer_of(key))
+    if mismatched:
+        return KeyPlan(key, Action.SHAPE_MISMATCH, note=f"anchor {list(meta.shape)} vs " + ", ".join(mismatched))
+    return KeyPlan(key, Action.ANCHOR_ONLY)
+
+
+def report_donor_keys(
+    metas: Sequence[Mapping[str, TensorMeta]],
+    donor_maps: Mapping[int, Mapping[str, str]],
+    matched: Mapping[int, Mapping[str, Action]],
+    collisions: Sequence[DonorKey],
+) -> list[DonorKey]:
+    """Every donor key's fate, in donor then file order: its matched action, or donor-unmatched
+    when no anchor key has its (renamed) name."""
+    donor_keys = list(collisions)
     for i, mapping in donor_maps.items():
         for new, key in mapping.items():
-            action = matched[i].get(key, Action.DONOR_UNMATCHED)
-            donor_keys.append(DonorKey(i, key, new, action))
+            donor_keys.append(DonorKey(i, key, new, matched[i].get(key, Action.DONOR_UNMATCHED)))
     donor_keys.sort(key=lambda d: (d.model, list(metas[d.model]).index(d.key)))
+    return donor_keys
 
-    # Rule 3: layers of eligible keys, in order of first appearance in the anchor.
+
+def group_into_layers(eligible: Sequence[Eligible]) -> dict[str, LayerPlan]:
+    """Rule 3: layers of eligible keys, in order of first appearance in the anchor, each at its
+    normalised depth; every eligible key takes its layer's depth."""
     layer_order: dict[str, int] = {}
     for plan, _ in eligible:
         layer_order.setdefault(plan.layer, len(layer_order))
@@ -212,12 +284,30 @@ def build_plan(
         name: LayerPlan(idx, name, normalised_depth(idx, num_layers), (), Action.MERGED)
         for name, idx in layer_order.items()
     }
-
-    # Rule 4: weights per layer, renormalised over the models that hold each key.
-    for plan, holders in eligible:
+    for plan, _ in eligible:
         layer = layers[plan.layer]
         plan.depth = layer.depth
         layer.keys.append(plan.key)
+    return layers
+
+
+def weigh_keys(
+    eligible: Sequence[Eligible],
+    layers: Mapping[str, LayerPlan],
+    method: MergeMethod,
+    anchor: int,
+    model_weights: Sequence[float | None],
+    overrides: Sequence[Override],
+    base: Mapping[str, TensorMeta] | None,
+    anchor_metas: Mapping[str, TensorMeta],
+    donor_maps: Mapping[int, Mapping[str, str]],
+) -> None:
+    """Rule 4: every model's weight per layer (the method's at the layer's depth, or an
+    override's), renormalised per key over the models that hold it. A layer shows the
+    weights of its first key. Keys an override keeps, the base lacks, or whose holders'
+    weights sum to 0 keep the anchor's value."""
+    for plan, holders in eligible:
+        layer = layers[plan.layer]
         override = next((o for o in overrides if o.matches(plan.key)), None)
         if override is not None and override.weights is not None:
             full = list(override.weights)
@@ -226,59 +316,67 @@ def build_plan(
             full = method.model_weights(layer.depth, anchor, model_weights)
         if not layer.weights:
             layer.weights = tuple(full)
-        if override is not None and override.keep:
-            plan.action = Action.KEPT
-            plan.note = f"kept from the anchor by override {override.pattern!r}"
-            continue
-        if base is not None:
-            base_meta = base.get(plan.key)
-            if base_meta is None or base_meta.shape != anchor_metas[plan.key].shape:
-                plan.action = Action.NOT_IN_BASE
-                plan.note = "the base has no tensor of this name and shape: anchor's value"
-                continue
         present = [anchor, *holders]
-        weights = [full[i] for i in present]
-        if method.normalise_weights:
-            total = sum(weights)
-            if total <= 0:
-                plan.action = Action.KEPT
-                plan.note = "weights of the models holding this key sum to 0: anchor's value"
-                continue
-            weights = [w / total for w in weights]
-        plan.sources = tuple((i, key_in(i, plan.key, anchor, donor_maps)) for i in present)
-        plan.weights = tuple(weights)
+        sources = tuple((i, key_in(i, plan.key, anchor, donor_maps)) for i in present)
+        base_meta = base.get(plan.key) if base is not None else None
+        not_in_base = base is not None and (base_meta is None or base_meta.shape != anchor_metas[plan.key].shape)
+        _weigh_key(plan, sources, full, method.normalise_weights, override, not_in_base)
 
+
+def _weigh_key(
+    plan: KeyPlan,
+    sources: tuple[tuple[int, str], ...],
+    full: Sequence[float],
+    normalise: bool,
+    override: Override | None,
+    not_in_base: bool,
+) -> None:
+    """One eligible key's fate: kept, not in the base, or merged from ``sources`` (the anchor,
+    then the donors holding it) with their weights of ``full``, renormalised if ``normalise``."""
+    if override is not None and override.keep:
+        plan.action = Action.KEPT
+        plan.note = f"kept from the anchor by override {override.pattern!r}"
+        return
+    if not_in_base:
+        plan.action = Action.NOT_IN_BASE
+        plan.note = "the base has no tensor of this name and shape: anchor's value"
+        return
+    weights = [full[i] for i, _ in sources]
+    if normalise:
+        total = sum(weights)
+        if total <= 0:
+            plan.action = Action.KEPT
+            plan.note = "weights of the models holding this key sum to 0: anchor's value"
+            return
+        weights = [w / total for w in weights]
+    plan.sources = sources
+    plan.weights = tuple(weights)
+
+
+def settle_layer_actions(layers: Mapping[str, LayerPlan], keys: Sequence[KeyPlan]) -> None:
+    """A layer is merged if any of its keys is; otherwise it shows its keys' action."""
     for layer in layers.values():
         actions = {k.action for k in keys if k.layer == layer.name}
         layer.action = Action.MERGED if Action.MERGED in actions else next(iter(actions))
 
-    result = MergePlan(
-        models=labels,
-        anchor=anchor,
-        method=method.name,
-        parameters=method.params.model_dump(mode="json"),
-        keys=keys,
-        layers=list(layers.values()),
-        donor_keys=donor_keys,
-        base=base_label,
-    )
-    result.hints = rename_hints(result, anchor_metas, metas, donor_maps)
-    if not eligible:
-        result.warnings.append(
-            "no key is shared by the anchor and any donor: the output would be the anchor; check --rename (see hints)"
-        )
-    return result
+
+def plan_warnings(eligible: Sequence[Eligible]) -> list[str]:
+    if eligible:
+        return []
+    return ["no key is shared by the anchor and any donor: the output would be the anchor; check --rename (see hints)"]
 
 
 def key_in(model: int, anchor_key: str, anchor: int, donor_maps: Mapping[int, Mapping[str, str]]) -> str:
     return anchor_key if model == anchor else donor_maps[model][anchor_key]
 
 
-def rename_hints(plan: MergePlan, anchor_metas, metas, donor_maps) -> list[str]:
+def rename_hints(plan: MergePlan) -> list[str]:
     """Suggest a prefix rename for each donor whose unmatched keys would then match."""
     hints = []
     unmatched_anchor = [k.key for k in plan.keys if k.action == Action.ANCHOR_ONLY]
-    for i in donor_maps:
+    for i in range(len(plan.models)):
+        if i == plan.anchor:
+            continue
         unmatched = [d.renamed for d in plan.donor_keys if d.model == i and d.action == Action.DONOR_UNMATCHED]
         if not unmatched or not unmatched_anchor:
             continue

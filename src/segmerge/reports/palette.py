@@ -37,14 +37,9 @@ def hash_colors(ids: np.ndarray) -> np.ndarray:
 
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    i = np.floor(h * 6.0).astype(np.int64) % 6
-    f = h * 6.0 - np.floor(h * 6.0)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    rgb = np.zeros((*h.shape, 3), dtype=np.float64)
-    for k, (r, g, b) in enumerate(choices):
-        sel = i == k
-        rgb[sel] = np.stack([r[sel], g[sel], b[sel]], axis=-1)
+    from matplotlib.colors import hsv_to_rgb  # imported here: importing this module stays cheap
+
+    rgb = hsv_to_rgb(np.stack([h, s, v], axis=-1))
     return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
 
 

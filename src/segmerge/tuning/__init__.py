@@ -2,7 +2,8 @@
 
 ``search`` scores candidate recipes by label-free criteria and picks one; ``learn``
 optimises per-layer merge weights by gradient. Both return a recipe that ``segmerge merge
--r`` reproduces and the merged state dict; ``write_tuned`` writes it as a checkpoint.
+-r`` reproduces and the merged state dict; ``write_tuned`` writes it as a checkpoint,
+``write_result`` that and the run's report (what ``segmerge tune`` writes).
 """
 
 from segmerge.tuning.adabn import reestimate_batch_norm
@@ -11,7 +12,7 @@ from segmerge.tuning.criteria import CRITERIA, SELECTION_RULES, agreement, mean_
 from segmerge.tuning.images import load_images
 from segmerge.tuning.learn import LOSSES, FunctionalMerge, LearnResult, learn
 from segmerge.tuning.models import TuningModels
-from segmerge.tuning.output import write_tuned
+from segmerge.tuning.output import write_report, write_result, write_tuned
 from segmerge.tuning.search import CandidateScore, SearchResult, search
 
 __all__ = [
@@ -32,5 +33,7 @@ __all__ = [
     "photometric_augment",
     "reestimate_batch_norm",
     "search",
+    "write_report",
+    "write_result",
     "write_tuned",
 ]

@@ -1,4 +1,5 @@
-"""Writing a tuned merge: the checkpoint (atomically, never over an input) and its recipe beside it."""
+"""Writing a tuned merge: the checkpoint (atomically, never over an input), its recipe beside it,
+and the run's report (``tune.md``, ``tune.json``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 from segmerge import api
 from segmerge.checkpoints.atomic import atomic_file
 from segmerge.recipe import Recipe
+from segmerge.tuning.learn import LearnResult
+from segmerge.tuning.search import SearchResult
 
 RECIPE_SUFFIX = ".recipe.yaml"
 
@@ -41,3 +44,41 @@ def write_tuned(
     with atomic_file(where) as tmp:
         tmp.write_text(text)
     return written, where
+
+
+REPORT_FILES = ("tune.md", "tune.json")
+
+
+def write_report(result: SearchResult | LearnResult, folder: str | Path) -> dict[str, Path]:
+    """Write a search's or a learning run's report into ``folder``: ``tune.md`` (the table) and
+    ``tune.json`` (everything); each file atomically. Returns file name -> path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, text in zip(REPORT_FILES, (result.to_markdown(), result.to_json()), strict=True):
+        with atomic_file(folder / name) as tmp:
+            tmp.write_text(text)
+        written[name] = folder / name
+    return written
+
+
+def write_result(
+    result: SearchResult | LearnResult,
+    output: str | Path,
+    overwrite: bool = False,
+    report: str | Path | None = None,
+    trust_pickle: bool = False,
+) -> tuple[Path, Path]:
+    """What ``segmerge tune`` writes: the chosen or learned merge and its recipe (:func:`write_tuned`),
+    then, with ``report``, the run's report there (:func:`write_report`). Returns the checkpoint's
+    and the recipe's paths.
+
+    Without AdaBN the recipe is merged again, as ``segmerge merge -r`` does; with it, the tensors
+    the run returned are written (their BatchNorm statistics re-estimated on the target images).
+    """
+    recipe = result.best_recipe if isinstance(result, SearchResult) else result.recipe
+    state_dict = result.state_dict if result.adabn else None
+    paths = write_tuned(recipe, output, state_dict, overwrite, trust_pickle)
+    if report is not None:
+        write_report(result, report)
+    return paths

@@ -1,6 +1,6 @@
 """The merges every claim is scored with: the named recipes and the sweep around them.
 
-A candidate is a set of :func:`segmerge.api.merge` options (``method``, ``ramp_start``,
+A :class:`SweepRecipe` is a set of :func:`segmerge.api.merge` options (``method``, ``ramp_start``,
 ``end_weight``, ``ramp``, ``weights``) plus which of the two models is the anchor. The
 headline is the layer-wise merge with the library's defaults - chosen without target
 labels; the sweep's best is chosen *with* target labels and reported apart, as an oracle.
@@ -19,7 +19,12 @@ SWEEP = "sweep"
 
 
 @dataclass(frozen=True)
-class Candidate:
+class SweepRecipe:
+    """One merge a claim is scored with: a named recipe or a point of the sweep (``group``).
+
+    Not :class:`segmerge.tuning.Candidate`, the library's label-free search entry: this is the
+    benchmark's, scored with target labels."""
+
     name: str
     group: str  # "named" or "sweep"
     anchor: int = 0
@@ -39,20 +44,20 @@ def default_parameters() -> dict:
     return LayerwiseParams().model_dump()
 
 
-def named_candidates() -> list[Candidate]:
+def named_candidates() -> list[SweepRecipe]:
     return [
-        Candidate(SOUP, "named", 0, {"method": "linear"}),
-        Candidate(DEFAULT, "named", 0, {"method": "layerwise"}),
+        SweepRecipe(SOUP, "named", 0, {"method": "linear"}),
+        SweepRecipe(DEFAULT, "named", 0, {"method": "layerwise"}),
     ]
 
 
-def sweep_candidates(sweep: Sweep, anchors: tuple[int, ...] = (0, 1)) -> list[Candidate]:
+def sweep_candidates(sweep: Sweep, anchors: tuple[int, ...] = (0, 1)) -> list[SweepRecipe]:
     """The sweep's recipes; those anchored on the second model only when it is in ``anchors``."""
     defaults = default_parameters()
 
-    def layerwise(t0: float, h: float, ramp: str, anchor: int) -> Candidate:
+    def layerwise(t0: float, h: float, ramp: str, anchor: int) -> SweepRecipe:
         options = {"method": "layerwise", "ramp_start": t0, "end_weight": h, "ramp": ramp}
-        return Candidate(f"t0={t0:g} h_end={h:g} {ramp}, anchor {'AB'[anchor]}", SWEEP, anchor, options)
+        return SweepRecipe(f"t0={t0:g} h_end={h:g} {ramp}, anchor {'AB'[anchor]}", SWEEP, anchor, options)
 
     t0, h = defaults["ramp_start"], defaults["end_weight"]
     out = [layerwise(start, end, "linear", 0) for start in sweep.ramp_starts for end in sweep.end_weights]
@@ -60,5 +65,5 @@ def sweep_candidates(sweep: Sweep, anchors: tuple[int, ...] = (0, 1)) -> list[Ca
     if 1 in anchors:
         out += [layerwise(t0, end, "linear", 1) for end in sweep.other_anchor_end_weights]
     for w in sweep.soup_weights:
-        out.append(Candidate(f"soup weights {w:g}/{1 - w:g}", SWEEP, 0, {"method": "linear", "weights": [w, 1 - w]}))
+        out.append(SweepRecipe(f"soup weights {w:g}/{1 - w:g}", SWEEP, 0, {"method": "linear", "weights": [w, 1 - w]}))
     return out

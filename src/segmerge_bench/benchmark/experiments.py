@@ -16,7 +16,7 @@ from pathlib import Path
 from segmerge import api
 from segmerge.merging.execute import single_threaded
 from segmerge.merging.plan import Action
-from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, Candidate, named_candidates, sweep_candidates
+from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SweepRecipe, named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import Claim
 from segmerge_bench.benchmark.scoring import measure
 from segmerge_bench.benchmark.settings import Sweep
@@ -80,13 +80,13 @@ class ClaimRun:
         return cls(**{**data, "merges": merges})
 
 
-def merge_options(claim: Claim, candidate: Candidate) -> dict:
+def merge_options(claim: Claim, candidate: SweepRecipe) -> dict:
     options = {k: v for k, v in candidate.options.items()}
     rename = claim.rename_for(candidate.anchor)
     return {**options, "anchor": candidate.anchor, **({"rename": rename} if rename else {})}
 
 
-def output_name(models: list[Path], candidate: Candidate) -> str:
+def output_name(models: list[Path], candidate: SweepRecipe) -> str:
     """A folder for a SegFormer anchor, a ``.pth`` for a DAFormer one: the anchor's own layout."""
     stem = re.sub(r"[^A-Za-z0-9=_-]+", "_", candidate.name.replace(".", "p")).strip("_")
     return stem + models[candidate.anchor].suffix
@@ -98,7 +98,7 @@ def anchor_weights(models: list[Path], options: dict) -> list[tuple[float, float
 
 
 def merge_and_score(
-    claim: Claim, models: list[Path], candidate: Candidate, test: TrainingData, workdir: Path, keep: bool
+    claim: Claim, models: list[Path], candidate: SweepRecipe, test: TrainingData, workdir: Path, keep: bool
 ) -> tuple[ScoredMerge, Path | None]:
     options = merge_options(claim, candidate)
     output = workdir / output_name(models, candidate)

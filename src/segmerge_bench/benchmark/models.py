@@ -41,7 +41,7 @@ def shipped_path(name: str) -> Path:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class TrainedModelSpec:
     """One trained model: ``recipe`` is source-only, uda or oracle; ``source`` its labelled domain."""
 
     architecture: str
@@ -106,7 +106,7 @@ def _config_fields(config: TrainConfig) -> dict:
 
 
 class ModelZoo:
-    """Trains (or finds in the cache) the shared start and every :class:`ModelSpec`."""
+    """Trains (or finds in the cache) the shared start and every :class:`TrainedModelSpec`."""
 
     def __init__(self, settings: BenchSettings, store: ArtifactStore, data: DataCache, progress: bool = True):
         self.settings, self.store, self.data, self.progress = settings, store, data, progress
@@ -140,12 +140,12 @@ class ModelZoo:
         self._start = SharedStart.load(path)
         return self._start
 
-    def config_for(self, spec: ModelSpec) -> TrainConfig:
+    def config_for(self, spec: TrainedModelSpec) -> TrainConfig:
         s = self.settings
         base = {"source-only": s.source_only, "uda": s.uda, "oracle": s.oracle}[spec.recipe]
         return base.replace(seed=spec.seed, progress=self.progress, description=spec.name)
 
-    def path(self, spec: ModelSpec) -> Path:
+    def path(self, spec: TrainedModelSpec) -> Path:
         s = self.settings
         start = self.start()
         config = self.config_for(spec)
@@ -177,7 +177,7 @@ class ModelZoo:
 
         return self.store.produce(path, make)
 
-    def _initial(self, start: SharedStart, spec: ModelSpec):
+    def _initial(self, start: SharedStart, spec: TrainedModelSpec):
         if not spec.decoder_init:
             return start.model(spec.architecture)
         other = decoder_of(
@@ -189,22 +189,22 @@ class ModelZoo:
         return SharedStart(start.encoder, decoders, start.num_classes, start.settings).model(spec.architecture)
 
 
-def regime_specs(regime: str, seed: int) -> dict[str, ModelSpec]:
+def regime_specs(regime: str, seed: int) -> dict[str, TrainedModelSpec]:
     """The models of one regime and seed, by role."""
     a, b = REGIMES[regime].sources
     return {
-        "source-only A": ModelSpec("segformer", "source-only", a, seed),
-        "source-only B": ModelSpec("segformer", "source-only", b, seed),
-        "UDA A": ModelSpec("segformer", "uda", a, seed),
-        "UDA B": ModelSpec("segformer", "uda", b, seed),
-        "DAFormer UDA B": ModelSpec("daformer", "uda", b, seed),
-        "panoptic UDA B": ModelSpec(PANOPTIC, "uda", b, seed),
+        "source-only A": TrainedModelSpec("segformer", "source-only", a, seed),
+        "source-only B": TrainedModelSpec("segformer", "source-only", b, seed),
+        "UDA A": TrainedModelSpec("segformer", "uda", a, seed),
+        "UDA B": TrainedModelSpec("segformer", "uda", b, seed),
+        "DAFormer UDA B": TrainedModelSpec("daformer", "uda", b, seed),
+        "panoptic UDA B": TrainedModelSpec(PANOPTIC, "uda", b, seed),
     }
 
 
-def oracle_spec(seed: int) -> ModelSpec:
-    return ModelSpec("segformer", "oracle", TARGET, seed)
+def oracle_spec(seed: int) -> TrainedModelSpec:
+    return TrainedModelSpec("segformer", "oracle", TARGET, seed)
 
 
-def unshared_init_spec(regime: str, seed: int) -> ModelSpec:
-    return ModelSpec("segformer", "uda", REGIMES[regime].sources[1], seed, decoder_init=1)
+def unshared_init_spec(regime: str, seed: int) -> TrainedModelSpec:
+    return TrainedModelSpec("segformer", "uda", REGIMES[regime].sources[1], seed, decoder_init=1)

@@ -3,14 +3,18 @@
 Shipped: the shared start (pre-trained encoder and decoder inits, what ``bench --quick``
 starts from) and, from the first seed of a full benchmark run, per regime the two adapted
 SegFormers, the adapted DAFormer-style model and the adapted panoptic model, plus the
-target oracle. Regenerate them
-with::
+target oracle. Regenerate them with::
 
     segmerge bench --out runs/full
-    python -m segmerge_bench.benchmark.shipping runs/full      # copies them into the package
+    python -m segmerge_bench.benchmark.shipping BENCH_OUT DEST
+
+with ``BENCH_OUT=runs/full`` and, for regenerating the repository's files (from the root of a
+source checkout), ``DEST=src/segmerge_bench/zoo/shipped``. ``DEST`` is required: nothing is
+written into an installed package unless it is named.
 
 ``export`` finds each model in the run's cache by the same key the run used (training it
-if it is missing), so the shipped files are exactly the run's.
+if it is missing), so the shipped files are exactly the run's. :func:`run_demo` is what
+``segmerge demo`` runs on them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from segmerge.errors import SegmergeError
@@ -25,23 +32,29 @@ from segmerge_bench.benchmark.claims import CLAIMS, HEADLINE_CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
 from segmerge_bench.benchmark.label_free import TuneSettings, learned_merge
 from segmerge_bench.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
+from segmerge_bench.benchmark.report import write_bench_report
+from segmerge_bench.benchmark.runner import BenchResult, machine
 from segmerge_bench.benchmark.scoring import score
 from segmerge_bench.benchmark.settings import FULL, TARGET, BenchSettings, Sweep
 from segmerge_bench.benchmark.store import ArtifactStore, remove_path
+from segmerge_bench.benchmark.summary import claims_object
 from segmerge_bench.training import TrainingData
 
 MANIFEST = "MANIFEST.json"
 SHIPPED_ROLES = ("UDA A", "UDA B", "DAFormer UDA B", "panoptic UDA B")
 NO_SWEEP = Sweep((), (), (), (), ())
+REGENERATE = "segmerge bench --out DIR && python -m segmerge_bench.benchmark.shipping DIR DEST"
+"""How the shipped files are made (``DEST=src/segmerge_bench/zoo/shipped`` in a source checkout)."""
 
 
 def _file_name(regime: str, role: str, suffix: str) -> str:
     return f"{regime}-{role.lower().replace(' ', '-')}{suffix}"
 
 
-def export(bench_out: Path, dest: Path | None = None, settings: BenchSettings = FULL) -> Path:
-    """Copy the first seed's models of the full run in ``bench_out`` into ``dest`` (the package)."""
-    dest = Path(dest) if dest is not None else shipped_path("")
+def export(bench_out: Path, dest: Path, settings: BenchSettings = FULL) -> Path:
+    """Copy the first seed's models of the full run in ``bench_out`` into ``dest``, with their
+    manifest (``src/segmerge_bench/zoo/shipped`` to regenerate the repository's files)."""
+    dest = Path(dest)
     store = ArtifactStore(Path(bench_out) / "cache")
     zoo = ModelZoo(settings, store, DataCache(settings, store), progress=True)
     seed = settings.seeds[0]
@@ -50,7 +63,7 @@ def export(bench_out: Path, dest: Path | None = None, settings: BenchSettings = 
         "data_seed": settings.data_seed,
         "test_images": settings.test_images,
         "regimes": {},
-        "command": "segmerge bench --out DIR && python -m segmerge_bench.benchmark.shipping DIR",
+        "command": REGENERATE,
     }
     dest.mkdir(parents=True, exist_ok=True)
     for regime in settings.regimes:
@@ -80,7 +93,8 @@ def shipped_manifest(folder: Path | None = None) -> dict:
     if not path.is_file():
         raise SegmergeError(
             f"{path}: the shipped checkpoints are missing from this installation; reinstall segmerge, or "
-            "regenerate them: segmerge bench --out runs/full && python -m segmerge_bench.benchmark.shipping runs/full"
+            "regenerate them: segmerge bench --out runs/full && "
+            "python -m segmerge_bench.benchmark.shipping runs/full src/segmerge_bench/zoo/shipped"
         )
     return json.loads(path.read_text())
 
@@ -148,7 +162,33 @@ def demo_runs(
     return runs
 
 
+def run_demo(
+    out: Path | None = None, test_images: int | None = None, log: Callable[[str], None] = print, tune: bool = True
+) -> dict:
+    """``segmerge demo``: merge and score the shipped checkpoints (:func:`demo_runs`) and return the
+    claims object. With ``out``, the merges stay in ``out/merges`` and the report is written to
+    ``out/report``; without, the merges go to a temporary folder, removed on return."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="segmerge-demo-") as scratch:
+        workdir = Path(out) / "merges" if out is not None else Path(scratch)
+        runs = demo_runs(workdir, test_images, log, tune=tune)
+        claims = claims_object(runs)
+        if out is not None:
+            manifest = shipped_manifest()
+            result = BenchResult(
+                {"test_images": test_images or manifest["test_images"], **manifest},
+                runs,
+                {"total": round(time.perf_counter() - start, 1)},
+                machine(),
+            )
+            write_bench_report(result, Path(out) / "report", "segmerge demo", evaluation_reports=False)
+    return claims
+
+
 if __name__ == "__main__":  # pragma: no cover - the regeneration command
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m segmerge_bench.benchmark.shipping BENCH_OUT")
-    print(export(Path(sys.argv[1])))
+    if len(sys.argv) != 3:
+        sys.exit(
+            "usage: python -m segmerge_bench.benchmark.shipping BENCH_OUT DEST\n"
+            "  (DEST=src/segmerge_bench/zoo/shipped regenerates the repository's shipped files)"
+        )
+    print(export(Path(sys.argv[1]), Path(sys.argv[2])))

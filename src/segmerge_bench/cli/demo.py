@@ -11,7 +11,6 @@ paper's gain.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -34,28 +33,13 @@ def demo(
     ] = None,
 ) -> None:
     """Merge the shipped benchmark checkpoints and print the paper's claims beside ours."""
-    from segmerge_bench.benchmark.report import write_bench_report
-    from segmerge_bench.benchmark.runner import BenchResult, machine
-    from segmerge_bench.benchmark.shipping import demo_runs, shipped_manifest
-    from segmerge_bench.benchmark.summary import claims_object
+    from segmerge_bench.benchmark.shipping import run_demo
 
     start = time.perf_counter()
     log = (
         (lambda line: stderr.print(line, markup=False)) if as_json else (lambda line: stdout.print(line, markup=False))
     )
-    with tempfile.TemporaryDirectory(prefix="segmerge-demo-") as scratch:
-        workdir = out / "merges" if out is not None else Path(scratch)
-        runs = demo_runs(workdir, test_images, log, tune=tune)
-        claims = claims_object(runs)
-        if out is not None:
-            manifest = shipped_manifest()
-            result = BenchResult(
-                {"test_images": test_images or manifest["test_images"], **manifest},
-                runs,
-                {"total": round(time.perf_counter() - start, 1)},
-                machine(),
-            )
-            write_bench_report(result, out / "report", "segmerge demo", evaluation_reports=False)
+    claims = run_demo(out, test_images, log, tune=tune)
     if as_json:
         print(json.dumps(claims, indent=1))
         return

@@ -181,18 +181,6 @@ def panoptic_from_state(state: Mapping[str, torch.Tensor], spec: Mapping, source
     return model.eval()
 
 
-def load_panoptic(path: str | Path) -> PanopticModel:
-    """Load a checkpoint written by :func:`save_panoptic` (or a merge anchored on one); never unpickles code."""
-    from segmerge.checkpoints import open_checkpoint
-
-    checkpoint = open_checkpoint(path)
-    content = checkpoint.pth_content
-    spec = (content.meta or {}).get(META_KEY) if content is not None else None
-    if not isinstance(spec, Mapping):
-        raise SegmergeError(f"{path}: no meta[{META_KEY!r}]; not a panoptic checkpoint written by segmerge")
-    return panoptic_from_state(checkpoint.state_dict(), spec, str(path))
-
-
 def _settings(what: str, given: Mapping | None, defaults: Mapping) -> dict:
     settings = {**defaults, **(given or {})}
     unknown = set(settings) - set(defaults)
