@@ -95,3 +95,15 @@ def test_unrelated_layers_are_warned_about():
     assert any("block.1.fc1" in w and "unrelated" in w for w in p.warnings)
     p = api.plan([a, {k: v.clone() for k, v in a.items()}], check_relatedness=True)
     assert not p.warnings
+
+
+def test_a_layer_without_merged_keys_shows_one_action_whatever_the_hash_seed():
+    from segmerge.merging.plan import Action, KeyPlan, LayerPlan, settle_layer_actions
+
+    for actions in ([Action.NOT_IN_BASE, Action.KEPT], [Action.KEPT, Action.NOT_IN_BASE]):
+        layers = {"l": LayerPlan(0, "l", 0.0, (0.5, 0.5), Action.MERGED)}
+        settle_layer_actions(layers, [KeyPlan(f"l.{i}", a, layer="l") for i, a in enumerate(actions)])
+        assert layers["l"].action == Action.KEPT
+    layers = {"l": LayerPlan(0, "l", 0.0, (0.5, 0.5), Action.KEPT)}
+    settle_layer_actions(layers, [KeyPlan("l.w", Action.KEPT, layer="l"), KeyPlan("l.b", Action.MERGED, layer="l")])
+    assert layers["l"].action == Action.MERGED

@@ -354,10 +354,12 @@ def _weigh_key(
 
 
 def settle_layer_actions(layers: Mapping[str, LayerPlan], keys: Sequence[KeyPlan]) -> None:
-    """A layer is merged if any of its keys is; otherwise it shows its keys' action."""
+    """A layer is merged if any of its keys is; otherwise it shows the first of its keys' actions in
+    :class:`Action`'s order (a fixed order: a set's iteration order would depend on the hash seed)."""
+    order = list(Action)
     for layer in layers.values():
         actions = {k.action for k in keys if k.layer == layer.name}
-        layer.action = Action.MERGED if Action.MERGED in actions else next(iter(actions))
+        layer.action = min(actions, key=order.index)
 
 
 def plan_warnings(eligible: Sequence[Eligible]) -> list[str]:
