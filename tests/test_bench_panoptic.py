@@ -13,7 +13,7 @@ from segmerge.labels import CITYSCAPES_CLASSES, THING_TRAIN_IDS
 from segmerge.metrics import PanopticMetric
 from segmerge.segmenters import load_segmenter
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP
-from segmerge_bench.benchmark.experiments import ENSEMBLE, ClaimRun, ScoredMerge
+from segmerge_bench.benchmark.experiments import ENSEMBLE_ROW, ClaimRun, ScoredMerge
 from segmerge_bench.benchmark.scoring import MIOU, PQ, measure, panoptic_truth, score
 from segmerge_bench.benchmark.summary import claims_object, markdown_tables
 from segmerge_bench.synthetic import SyntheticDataset
@@ -74,7 +74,7 @@ def _panoptic_run(seed: int, panoptic: float, default: float) -> ClaimRun:
         ScoredMerge(SOUP, "named", 0, {"method": "linear"}, panoptic - 1, details={**details, MIOU: 31.0}),
         ScoredMerge(DEFAULT, "named", 0, {"method": "layerwise"}, default, details={**details, MIOU: 32.0}),
     ]
-    singles = {"0": {**details, PQ: panoptic}, "1": {MIOU: 25.0}, ENSEMBLE: {**details, MIOU: 35.0}}
+    singles = {"0": {**details, PQ: panoptic}, "1": {MIOU: 25.0}, ENSEMBLE_ROW: {**details, MIOU: 35.0}}
     return ClaimRun(
         "semantic-to-panoptic", "appearance", seed, ["p", "s"], [panoptic, math.nan], 9.0, 40.0, merges,
         metric=PQ, details=singles,

@@ -23,7 +23,7 @@ from segmerge_bench.benchmark.settings import Sweep
 from segmerge_bench.benchmark.store import remove_path
 from segmerge_bench.training import TrainingData
 
-ENSEMBLE = "output ensemble"
+ENSEMBLE_ROW = "output ensemble"  # a claim run's row (bench.json), not segmerge eval's "ensemble" model name
 
 
 @dataclass
@@ -155,7 +155,7 @@ def run_claim(
         oracle,
         merges,
         metric=claim.metric,
-        details={**{str(i): single for i, single in enumerate(singles)}, ENSEMBLE: ensemble},
+        details={**{str(i): single for i, single in enumerate(singles)}, ENSEMBLE_ROW: ensemble},
     )
     return run, kept
 

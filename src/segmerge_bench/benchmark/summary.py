@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SWEEP
 from segmerge_bench.benchmark.claims import CLAIMS, PAPER_GAINS
-from segmerge_bench.benchmark.experiments import ENSEMBLE, ClaimRun
+from segmerge_bench.benchmark.experiments import ENSEMBLE_ROW, ClaimRun
 from segmerge_bench.benchmark.scoring import MIOU, PQ
 
 HEADLINE_REGIME = "appearance"
@@ -92,7 +92,7 @@ def rows(runs: Sequence[ClaimRun]) -> list[Row]:
             "output ensemble",
             Stat([r.ensemble for r in runs]),
             cost=len(first.models),
-            details=_details([r.details.get(ENSEMBLE, {}) for r in runs], metric),
+            details=_details([r.details.get(ENSEMBLE_ROW, {}) for r in runs], metric),
         )
     )
     best = [r.sweep_best for r in runs]
