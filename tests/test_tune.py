@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import shared_start_family
@@ -94,6 +95,31 @@ def test_selection_rules_pick_the_best_row_and_rank_average_shares_ties():
     ranks = rank_average(rows)
     assert ranks == pytest.approx([(2 + 2 + 2.5) / 3, (1 + 1 + 2.5) / 3, (3 + 3 + 1) / 3])
     assert best_index(rows, "rank") == 1
+
+
+def test_rank_average_is_the_mean_rank_by_definition_with_ties_and_nan_last():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(1, 9))
+        # few distinct values, so ties are common; some NaN
+        rows = [
+            {name: float(rng.choice([np.nan, 0.1, 0.2, 0.3])) for name in ("entropy", "agreement", "consistency")}
+            for _ in range(n)
+        ]
+        expected = []
+        for row in rows:
+            total = 0.0
+            for name, higher_better in (("entropy", False), ("agreement", True), ("consistency", True)):
+
+                def key(r, name=name, higher_better=higher_better):
+                    v = r[name]
+                    return math.inf if math.isnan(v) else (-v if higher_better else v)
+
+                better = sum(key(other) < key(row) for other in rows)
+                equal = sum(key(other) == key(row) for other in rows)
+                total += 1 + better + (equal - 1) / 2
+            expected.append(total / 3)
+        assert rank_average(rows) == pytest.approx(expected)
 
 
 def test_pixel_losses():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from segmerge.metrics.base import SummableMetric
@@ -129,21 +130,14 @@ class CriteriaMeter(SummableMetric):
 
 def rank_average(rows: list[dict[str, float]]) -> list[float]:
     """Each row's mean rank (1 = best) over the three criteria; ties share their mean rank, NaN ranks last."""
-    totals = [0.0] * len(rows)
+    from scipy.stats import rankdata  # only the tuning search needs it: keep it off the CLI's start-up
+
+    totals = np.zeros(len(rows))
     for name, higher_better in CRITERIA.items():
-        values = [row[name] for row in rows]
-        keyed = [(-v if higher_better else v) if not math.isnan(v) else math.inf for v in values]
-        order = sorted(range(len(rows)), key=lambda i: keyed[i])
-        position = 0
-        while position < len(order):
-            end = position
-            while end + 1 < len(order) and keyed[order[end + 1]] == keyed[order[position]]:
-                end += 1
-            shared = (position + end) / 2.0 + 1.0
-            for i in order[position : end + 1]:
-                totals[i] += shared
-            position = end + 1
-    return [t / len(CRITERIA) for t in totals]
+        values = np.array([row[name] for row in rows], dtype=np.float64)
+        keyed = np.where(np.isnan(values), np.inf, -values if higher_better else values)
+        totals += rankdata(keyed, method="average")
+    return [float(t) / len(CRITERIA) for t in totals]
 
 
 def best_index(rows: list[dict[str, float]], rule: str) -> int:
