@@ -12,7 +12,6 @@ from pathlib import Path
 
 from segmerge.evaluation.results import EvaluationResult
 from segmerge.reports.palette import colorize, colorize_instances
-from segmerge.reports.plots import write_plots
 from segmerge.reports.tables import markdown_table, write_json, write_markdown
 
 __all__ = ["colorize", "colorize_instances", "markdown_table", "write_report"]
@@ -24,6 +23,8 @@ def write_report(result: EvaluationResult, out_dir: Path) -> dict[str, Path]:
     Figures come first so that ``results.md`` links only the ones that were written (a result
     with no confusion matrices or samples simply has fewer figures).
     """
+    from segmerge.reports.plots import write_plots  # matplotlib: only when a report is written
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = write_plots(result, out_dir)
