@@ -1,4 +1,4 @@
-"""Run a merge plan: read, merge and yield one tensor at a time (docs/method.md rules 5-6)."""
+"""Run a merge plan: read, merge and yield one tensor at a time (docs/method.md rules 6-7)."""
 
 from __future__ import annotations
 

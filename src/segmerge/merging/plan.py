@@ -1,7 +1,7 @@
 """The merge plan: every key of every model classified, grouped into layers, weighted.
 
 Built from shapes and dtypes alone (no tensor data), so ``segmerge plan`` is instant and
-shows exactly what ``segmerge merge`` will do. docs/method.md rules 1-4 live here.
+shows exactly what ``segmerge merge`` will do. docs/method.md rules 1-5 live here.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Learn per-layer merge coefficients from unlabelled target images (AdaMerging for dense prediction).
 
 Each merged layer l holds logits a_l in R^M; its weights w_l = softmax(a_l) lie on the
-simplex. Every eligible key k of layer l is merged as in docs/method.md rule 5 (weights
+simplex. Every eligible key k of layer l is merged as in docs/method.md rule 6 (weights
 renormalised over the models that hold k), BatchNorm statistics as in rule 6 - the same
 maths as :mod:`segmerge.merging.execute`, written with differentiable tensor operations.
 The anchor's network runs the merged tensors through ``torch.func.functional_call``;
@@ -107,7 +107,7 @@ class FunctionalMerge(torch.nn.Module):
                 w = w.detach()
             if k.means is None:
                 out[k.key] = (w.view(shape) * k.stack).sum(0)
-            else:  # moment-matched variance of the blended population (docs/method.md rule 6)
+            else:  # moment-matched variance of the blended population (docs/method.md rule 7)
                 mixed = (w.view(shape) * k.means).sum(0)
                 out[k.key] = (w.view(shape) * (k.stack + (k.means - mixed) ** 2)).sum(0)
         return out

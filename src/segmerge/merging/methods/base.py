@@ -58,7 +58,7 @@ class MergeMethod(ABC):
 
 
 def accumulation_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
-    """float64 when any input is float64, float32 otherwise (docs/method.md rule 5)."""
+    """float64 when any input is float64, float32 otherwise (docs/method.md rule 6)."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
