@@ -53,7 +53,7 @@ def make_recipe(models: Sequence[ModelInput] | Recipe | str | Path, **options: A
     overrides += [{"pattern": p, "keep": True} for p in options.pop("keep", None) or []]
     if overrides:
         data["overrides"] = overrides
-    for field in ("anchor", "method", "base", "seed", "output"):
+    for field in ("anchor", "method", "base", "seed", "output", "network", "keep_wrapper", "allow_few", "order_from"):
         if field in options and options[field] is not None:
             data[field] = str(options.pop(field)) if field in ("base", "output") else options.pop(field)
         else:
@@ -88,8 +88,8 @@ def open_merge(
         if given is not None and isinstance(given, Mapping):
             sources.append(StateDictSource(given, f"model{i}"))
         else:
-            sources.append(open_checkpoint(spec.path, trust_pickle))
-    base = open_checkpoint(recipe.base, trust_pickle) if recipe.base else None
+            sources.append(open_checkpoint(spec.path, trust_pickle, recipe.network))
+    base = open_checkpoint(recipe.base, trust_pickle, recipe.network) if recipe.base else None
     method = build_method(recipe.method, recipe.parameters, recipe.seed)
     plan = build_plan(
         [s.metas() for s in sources],
@@ -103,6 +103,7 @@ def open_merge(
         base_label=base.label if base is not None else None,
     )
     anchor_source = sources[recipe.anchor]
+    plan.notes += network_notes(sources, recipe)
     for s in [anchor_source]:
         if isinstance(s, Checkpoint) and s.order == "key-names":
             plan.warnings.append(
@@ -110,6 +111,30 @@ def open_merge(
                 "from the key names - check the plan's layer list"
             )
     return Opened(recipe, sources, base, method, plan)
+
+
+def network_notes(sources: Sequence, recipe: Recipe) -> list[str]:
+    """What the plan says about files holding one network several times (UDA training files)."""
+    notes = []
+    for i, s in enumerate(sources):
+        chosen = getattr(s, "chosen_network", None)
+        if chosen is None:
+            continue
+        others = [n for n in s.networks if n is not chosen]
+        fate = (
+            "written unchanged from the anchor"
+            if recipe.keep_wrapper and i == recipe.anchor
+            else "not in the output"
+            if i == recipe.anchor
+            else "not used"
+        )
+        listed = "; ".join(f"{n.prefix} ({n.description}): {fate}" for n in others)
+        notes.append(
+            f"m{i} {s.label}: a training file holding {len(s.networks)} copies of one network; merging "
+            f"{chosen.prefix} ({chosen.description}, {chosen.keys} tensors, depth counted within it); {listed}"
+            + ("" if recipe.network else " (--network teacher|imagenet|PREFIX|all chooses another)")
+        )
+    return notes
 
 
 def plan(
@@ -176,7 +201,23 @@ def write_merge(
     anchor = opened.anchor
     metas: dict[str, TensorMeta] = {k.key: anchor.metas()[k.key] for k in opened.plan.keys}
     merged = execute(opened.plan, opened.sources, opened.method, opened.base) if tensors is None else tensors.items()
+    if recipe.keep_wrapper and anchor.prefix:
+        merged, metas = _in_wrapper(anchor, merged, metas)
     return write_checkpoint(output, metas, merged, provenance, anchor, overwrite)
+
+
+def _in_wrapper(anchor: Checkpoint, merged, metas: Mapping[str, TensorMeta]):
+    """The merged network back under its prefix, followed by the anchor's other networks unchanged."""
+    others = anchor.other_keys()
+    all_metas = {anchor.prefix + k: m for k, m in metas.items()} | {k: anchor.raw_meta(k) for k in others}
+
+    def tensors():
+        for key, tensor in merged:
+            yield anchor.prefix + key, tensor
+        for key in others:
+            yield key, anchor.raw_get(key)
+
+    return tensors(), all_metas
 
 
 def _refuse_overwriting_inputs(output: Path, inputs: Sequence[Checkpoint], overwrite: bool) -> None:

@@ -32,6 +32,23 @@ Consensus = Annotated[str | None, typer.Option("--consensus", help="dare: sum or
 Rename = Annotated[list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")]
 Keep = Annotated[list[str] | None, typer.Option("--keep", help="REGEX: keys kept from the anchor (repeatable)")]
 Seed = Annotated[int | None, typer.Option("--seed", help="seed for random methods (dare)")]
+Network = Annotated[
+    str | None,
+    typer.Option(
+        "--network",
+        help="files holding one network several times (UDA training files): student (default), teacher, "
+        "imagenet, a key prefix, or all",
+    ),
+]
+KeepWrapper = Annotated[
+    bool, typer.Option("--keep-wrapper", help="UDA training files: write the anchor's other networks too")
+]
+OrderFrom = Annotated[
+    int | None, typer.Option("--order-from", help="take layer order (depth) from model N's key order")
+]
+AllowFew = Annotated[
+    bool, typer.Option("--allow-few", help="write the merge even if (almost) nothing of the anchor is merged")
+]
 RecipeFile = Annotated[Path | None, typer.Option("--recipe", "-r", help="a recipe YAML file")]
 TrustPickle = Annotated[
     bool,
@@ -42,12 +59,14 @@ TrustPickle = Annotated[
 RECIPE_FLAGS = (
     "anchor", "method", "base", "weights", "rename", "keep", "seed",
     "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus",
+    "network", "keep_wrapper", "order_from", "allow_few",
 )  # fmt: skip
+BOOL_FLAGS = ("keep_wrapper", "allow_few")
 
 
 def _recipe(models, recipe_file, given: dict):
     """The recipe the command runs: from --recipe, or from the models and the recipe flags."""
-    options = recipe_options(**{k: given[k] for k in RECIPE_FLAGS})
+    options = recipe_options(**{k: (given.get(k) or None) if k in BOOL_FLAGS else given.get(k) for k in RECIPE_FLAGS})
     if recipe_file is not None:
         if models or options:
             given = ", ".join(["MODELS"] * bool(models) + [f"--{k.replace('_', '-')}" for k in options])
@@ -76,6 +95,9 @@ def plan(
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
+    network: Network = None,
+    keep_wrapper: KeepWrapper = False,
+    order_from: OrderFrom = None,
     recipe: RecipeFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
     check: Annotated[bool, typer.Option(help="read tensors to warn about unrelated layers")] = True,
@@ -112,6 +134,10 @@ def merge(
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
+    network: Network = None,
+    keep_wrapper: KeepWrapper = False,
+    order_from: OrderFrom = None,
+    allow_few: AllowFew = False,
     recipe: RecipeFile = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
     dump_recipe: Annotated[bool, typer.Option("--dump-recipe", help="print the recipe that ran (YAML)")] = False,
@@ -124,6 +150,8 @@ def merge(
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
     the_recipe = the_recipe.model_copy(update={"output": str(target)})
     opened = api.open_merge(the_recipe, trust_pickle)
+    for note in opened.plan.notes:
+        stderr.print(f"[green]note:[/] {note}", highlight=False)
     for warning in opened.plan.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}")
     with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)

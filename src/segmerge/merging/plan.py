@@ -89,6 +89,8 @@ class MergePlan:
     hints: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     base: str | None = None
+    #: What was found in the inputs and what the merge does about it (not a problem).
+    notes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -127,6 +129,7 @@ class MergePlan:
                 "donor_keys": [asdict(d) for d in self.donor_keys],
                 "hints": self.hints,
                 "warnings": self.warnings,
+                "notes": self.notes,
             }
         )
 

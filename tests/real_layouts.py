@@ -1,0 +1,145 @@
+"""State dicts laid out as the field's projects save them, at reduced width, random values.
+
+Names, nesting, registration order and tensor layouts follow the origin source code,
+read from these repositories (lines as of the commits mirrored when the fixtures were
+written):
+
+* MiT, mmseg 0.x / original SegFormer layout: lhoyer/DAFormer
+  ``mmseg/models/backbones/mix_transformer.py`` - ``Mlp`` (fc1, dwconv, fc2; l. 33-36),
+  ``Attention`` (registers q, kv, proj, then sr and norm when sr_ratio > 1; l. 68-78; the
+  forward runs q, sr, norm, kv, proj; l. 80-105), ``Block`` (norm1, attn, norm2, mlp;
+  l. 125-140), ``OverlapPatchEmbed`` (proj conv, norm; l. 171-177), and
+  ``MixVisionTransformer`` registering patch_embed1..4 (l. 227-245) before block1/norm1 ..
+  block4/norm4 (l. 259-320), while ``forward_features`` runs patch_embed1, block1, norm1,
+  patch_embed2, ... (l. 397-433).
+* DAFormer head: lhoyer/DAFormer ``mmseg/models/decode_heads/decode_head.py`` registers
+  ``conv_seg`` in ``BaseDecodeHead.__init__`` (l. 87), before the subclass's layers;
+  ``daformer_head.py`` ``DAFormerHead`` registers ``embed_layers`` (a ModuleDict of MLPs with
+  ``proj``; l. 144-153) and ``fuse_layer`` (l. 155), ``ASPPWrapper`` (l. 20-66) with
+  ``aspp_modules`` and a 3x3 ``bottleneck`` ConvModule; config
+  ``configs/_base_/models/daformer_sepaspp_mitb5.py`` (sep=True, dilations (1, 6, 12, 18),
+  pool=False). A separable ASPP branch (mmseg ``sep_aspp_head.py``) is a 1x1 ConvModule
+  for dilation 1 and a ``DepthwiseSeparableConvModule`` (depthwise_conv, pointwise_conv)
+  otherwise; ConvModule = conv (no bias) + bn (weight, bias, running stats,
+  num_batches_tracked).
+* UDA wrappers: lhoyer/DAFormer ``mmseg/models/uda/uda_decorator.py`` (``self.model``,
+  l. 34) and ``mmseg/models/uda/dacs.py`` (``self.ema_model``, l. 80; ``self.imnet_model``,
+  l. 83), saved by mmcv's ``save_checkpoint`` as ``{meta, state_dict, optimizer}``; the
+  origin's ``tools/test.py`` loads with ``revise_keys=[(r'^module\\.', ''), ('model.', '')]``
+  (l. 153). lhoyer/MIC ``seg/mmseg/models/uda/dacs.py`` (l. 94-101) keeps the same names.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+#: Reduced MiT: 4 stages, 2 blocks each (MiT-B5: 3, 6, 40, 3; widths 64, 128, 320, 512).
+DIMS = (8, 16, 24, 32)
+DEPTHS = (2, 2, 2, 2)
+SR = (8, 4, 2, 1)
+MLP_RATIO = 4
+CHANNELS = 16  # DAFormer: 256
+NUM_CLASSES = 19
+
+
+def _t(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen)
+
+
+def _bn(out: dict, prefix: str, c: int, gen: torch.Generator) -> None:
+    out[f"{prefix}.weight"] = _t(gen, c)
+    out[f"{prefix}.bias"] = _t(gen, c)
+    out[f"{prefix}.running_mean"] = _t(gen, c)
+    out[f"{prefix}.running_var"] = _t(gen, c).abs()
+    out[f"{prefix}.num_batches_tracked"] = torch.tensor(40000, dtype=torch.int64)
+
+
+def mit_mmseg0(seed: int = 0, prefix: str = "backbone.") -> dict[str, torch.Tensor]:
+    """The MiT encoder as DAFormer's ``mix_transformer.py`` registers it (module order)."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    in_ch = 3
+    for s, dim in enumerate(DIMS, 1):
+        k = 7 if s == 1 else 3
+        out[f"{prefix}patch_embed{s}.proj.weight"] = _t(gen, dim, in_ch, k, k)
+        out[f"{prefix}patch_embed{s}.proj.bias"] = _t(gen, dim)
+        out[f"{prefix}patch_embed{s}.norm.weight"] = _t(gen, dim)
+        out[f"{prefix}patch_embed{s}.norm.bias"] = _t(gen, dim)
+        in_ch = dim
+    for s, (dim, depth, sr) in enumerate(zip(DIMS, DEPTHS, SR, strict=True), 1):
+        hidden = dim * MLP_RATIO
+        for b in range(depth):
+            p = f"{prefix}block{s}.{b}."
+            out[p + "norm1.weight"], out[p + "norm1.bias"] = _t(gen, dim), _t(gen, dim)
+            out[p + "attn.q.weight"], out[p + "attn.q.bias"] = _t(gen, dim, dim), _t(gen, dim)
+            out[p + "attn.kv.weight"], out[p + "attn.kv.bias"] = _t(gen, 2 * dim, dim), _t(gen, 2 * dim)
+            out[p + "attn.proj.weight"], out[p + "attn.proj.bias"] = _t(gen, dim, dim), _t(gen, dim)
+            if sr > 1:
+                out[p + "attn.sr.weight"], out[p + "attn.sr.bias"] = _t(gen, dim, dim, sr, sr), _t(gen, dim)
+                out[p + "attn.norm.weight"], out[p + "attn.norm.bias"] = _t(gen, dim), _t(gen, dim)
+            out[p + "norm2.weight"], out[p + "norm2.bias"] = _t(gen, dim), _t(gen, dim)
+            out[p + "mlp.fc1.weight"], out[p + "mlp.fc1.bias"] = _t(gen, hidden, dim), _t(gen, hidden)
+            out[p + "mlp.dwconv.dwconv.weight"] = _t(gen, hidden, 1, 3, 3)
+            out[p + "mlp.dwconv.dwconv.bias"] = _t(gen, hidden)
+            out[p + "mlp.fc2.weight"], out[p + "mlp.fc2.bias"] = _t(gen, dim, hidden), _t(gen, dim)
+        out[f"{prefix}norm{s}.weight"], out[f"{prefix}norm{s}.bias"] = _t(gen, dim), _t(gen, dim)
+    return out
+
+
+def daformer_head(seed: int = 0, prefix: str = "decode_head.", num_classes: int = NUM_CLASSES) -> dict:
+    """DAFormer's sep-ASPP decode head in registration order (``conv_seg`` first)."""
+    gen = torch.Generator().manual_seed(seed + 1000)
+    c = CHANNELS
+    out: dict[str, torch.Tensor] = {}
+    out[f"{prefix}conv_seg.weight"] = _t(gen, num_classes, c, 1, 1)
+    out[f"{prefix}conv_seg.bias"] = _t(gen, num_classes)
+    for i, dim in enumerate(DIMS):
+        out[f"{prefix}embed_layers.{i}.proj.weight"] = _t(gen, c, dim)
+        out[f"{prefix}embed_layers.{i}.proj.bias"] = _t(gen, c)
+    a = f"{prefix}fuse_layer.aspp_modules."
+    out[a + "0.conv.weight"] = _t(gen, c, 4 * c, 1, 1)
+    _bn(out, a + "0.bn", c, gen)
+    for j in (1, 2, 3):
+        out[a + f"{j}.depthwise_conv.conv.weight"] = _t(gen, 4 * c, 1, 3, 3)
+        _bn(out, a + f"{j}.depthwise_conv.bn", 4 * c, gen)
+        out[a + f"{j}.pointwise_conv.conv.weight"] = _t(gen, c, 4 * c, 1, 1)
+        _bn(out, a + f"{j}.pointwise_conv.bn", c, gen)
+    out[f"{prefix}fuse_layer.bottleneck.conv.weight"] = _t(gen, c, 4 * c, 3, 3)
+    _bn(out, f"{prefix}fuse_layer.bottleneck.bn", c, gen)
+    return out
+
+
+def daformer(seed: int = 0, num_classes: int = NUM_CLASSES) -> dict[str, torch.Tensor]:
+    """A DAFormer segmentor (``EncoderDecoder``: backbone, then decode_head)."""
+    return {**mit_mmseg0(seed), **daformer_head(seed, num_classes=num_classes)}
+
+
+def uda_wrapper(seed: int = 0, imnet: bool = True) -> dict[str, torch.Tensor]:
+    """A DACS training state dict: student, EMA teacher, ImageNet model, in that order."""
+    out = {f"model.{k}": v for k, v in daformer(seed).items()}
+    out.update({f"ema_model.{k}": v for k, v in daformer(seed + 50).items()})
+    if imnet:
+        out.update({f"imnet_model.{k}": v for k, v in daformer(seed + 90).items()})
+    return out
+
+
+def mmcv_checkpoint(state_dict: dict) -> dict:
+    """What mmcv 1.x ``save_checkpoint`` writes (``mmcv/runner/checkpoint.py``)."""
+    return {
+        "meta": {"mmcv_version": "1.3.7", "time": "Mon Jan 10 12:00:00 2022", "iter": 40000, "epoch": 1},
+        "state_dict": state_dict,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 6e-05, "params": [0, 1]}]},
+    }
+
+
+def revise_and_check(saved: dict, reference: dict) -> list[str]:
+    """The origin ``tools/test.py`` way of loading: apply revise_keys, return missing keys."""
+    state = saved.get("state_dict", saved)
+    revised = {}
+    for key, value in state.items():
+        for pattern, repl in [(r"^module\.", ""), ("model.", "")]:
+            key = re.sub(pattern, repl, key)
+        revised[key] = value
+    return [k for k in reference if k not in revised]
