@@ -17,7 +17,7 @@ from segmerge.checkpoints.provenance import Provenance
 from segmerge.errors import MergeError, SegmergeError
 from segmerge.merging.execute import execute
 from segmerge.merging.methods import MergeMethod, build_method
-from segmerge.merging.plan import MergePlan, build_plan
+from segmerge.merging.plan import FEW_MERGED, MergePlan, build_plan
 from segmerge.merging.relatedness import layer_similarities, unrelated_layer_warnings
 from segmerge.merging.sources import StateDictSource, TensorMeta
 from segmerge.recipe import Recipe
@@ -146,9 +146,27 @@ def plan(
     """What a merge would do, key by key and layer by layer, without doing it."""
     opened = open_merge(models, trust_pickle, **options)
     if check_relatedness:
-        sims = layer_similarities(opened.plan, opened.sources)
-        opened.plan.warnings += unrelated_layer_warnings(sims, opened.plan.models)
+        check_related(opened)
     return opened.plan
+
+
+def check_related(opened: Opened) -> None:
+    """Read (a sample of) every merged tensor and warn, in the plan, about unrelated layers."""
+    sims = layer_similarities(opened.plan, opened.sources)
+    opened.plan.warnings += unrelated_layer_warnings(sims, opened.plan.models)
+
+
+def refuse_few(plan: MergePlan) -> None:
+    """Refuse a merge whose output would be (almost) the anchor, with the hints that could fix it."""
+    if plan.merged_share >= FEW_MERGED:
+        return
+    counts = plan.counts()
+    hints = f" and the {len(plan.hints)} rename hints (plan.hints)" if plan.hints else ""
+    raise MergeError(
+        f"only {plan.merged_share:.1%} of the anchor's values would be merged ({counts.get('merged', 0)} of "
+        f"{sum(counts.values())} keys): the output would be (almost) the anchor. See `segmerge plan`{hints}; "
+        "pass --allow-few (recipe 'allow_few: true') to write it anyway"
+    )
 
 
 def merge(
@@ -193,6 +211,8 @@ def write_merge(
         raise SegmergeError("writing a merge needs every model as a file or folder, not an in-memory state dict")
     _refuse_overwriting_inputs(output, [*inputs, *([opened.base] if opened.base else [])], overwrite)
     recipe = opened.recipe
+    if not recipe.allow_few:
+        refuse_few(opened.plan)
     provenance = Provenance(
         recipe.to_yaml(with_output=False),
         [(spec.path, c.path) for spec, c in zip(recipe.models, inputs, strict=True)],

@@ -141,6 +141,7 @@ def merge(
     recipe: RecipeFile = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
     dump_recipe: Annotated[bool, typer.Option("--dump-recipe", help="print the recipe that ran (YAML)")] = False,
+    check: Annotated[bool, typer.Option(help="read a sample of the tensors to warn about unrelated layers")] = True,
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Merge the models into one checkpoint (layer-wise by default, docs/method.md defaults)."""
@@ -150,10 +151,14 @@ def merge(
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
     the_recipe = the_recipe.model_copy(update={"output": str(target)})
     opened = api.open_merge(the_recipe, trust_pickle)
+    if check:
+        api.check_related(opened)
     for note in opened.plan.notes:
         stderr.print(f"[green]note:[/] {note}", highlight=False)
+    for hint in opened.plan.hints:
+        stderr.print(f"[cyan]hint:[/] {hint}", highlight=False)
     for warning in opened.plan.warnings:
-        stderr.print(f"[yellow]warning:[/] {warning}")
+        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
     with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)
         written = api.write_merge(opened, Path(target), overwrite)
     counts = opened.plan.counts()
