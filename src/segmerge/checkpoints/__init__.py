@@ -69,6 +69,13 @@ class Checkpoint:
         config = hf_config(self.path) if self.format == "hf-folder" else None
         self._metas, self.order = restore_order(all_metas, config)
 
+    def peek(self, key: str, count: int) -> torch.Tensor:
+        """At least the first ``count`` values of a tensor, flattened; cheap where the format allows."""
+        peek = getattr(self.source, "peek", None)
+        if peek is not None:
+            return peek(self.prefix + key, count)
+        return self.get(key).reshape(-1)[:count]
+
     @property
     def chosen_network(self) -> Network | None:
         return next((n for n in self.networks if n.prefix == self.prefix), None) if self.networks else None

@@ -93,6 +93,10 @@ class PthSource:
             release_pages(tensor, FAULT_AROUND, self._bounds)
         return copy
 
+    def peek(self, key: str, count: int) -> torch.Tensor:
+        """The first ``count`` values of a tensor (flattened), read without copying the rest."""
+        return self.content.tensors[key].reshape(-1)[:count].clone()
+
 
 def _mapped_bounds(tensors) -> tuple[int, int] | None:
     """The address range the file's tensors span inside its memory map."""
