@@ -27,6 +27,24 @@ written):
   l. 83), saved by mmcv's ``save_checkpoint`` as ``{meta, state_dict, optimizer}``; the
   origin's ``tools/test.py`` loads with ``revise_keys=[(r'^module\\.', ''), ('model.', '')]``
   (l. 153). lhoyer/MIC ``seg/mmseg/models/uda/dacs.py`` (l. 94-101) keeps the same names.
+* MiT, mmseg 1.x layout: open-mmlab/mmsegmentation ``mmseg/models/backbones/mit.py``
+  (commit 027eca06): ``MixFFN.layers`` = Sequential(fc1 1x1 conv, pe_conv 3x3 depthwise,
+  act, drop, fc2 1x1 conv, drop), so keys ``ffn.layers.0/1/4``; ``EfficientMultiheadAttention``
+  is mmcv's ``MultiheadAttention`` (``attn.attn`` = ``nn.MultiheadAttention``:
+  ``in_proj_weight`` = cat(q, k, v), ``in_proj_bias``, ``out_proj``) plus ``sr`` and ``norm``
+  registered after it, run before it; ``TransformerEncoderLayer`` registers norm1, attn,
+  norm2, ffn; ``MixVisionTransformer.layers[i]`` = ModuleList([PatchEmbed (``projection``,
+  ``norm``), ModuleList of layers, norm]). Decode head: mmseg 1.x
+  ``mmseg/models/decode_heads/segformer_head.py`` (``convs`` of ConvModules, ``fusion_conv``,
+  and ``conv_seg`` registered first by ``BaseDecodeHead``).
+* Hugging Face SegFormer, as hub files and ``save_pretrained`` name it: huggingface/transformers
+  ``src/transformers/models/segformer/convert_segformer_original_to_pytorch.py`` (the renames
+  ``patch_embed{i}`` -> ``patch_embeddings.{i-1}``, ``block{i}`` -> ``block.{i-1}``,
+  ``attn.q`` -> ``attention.self.query``, ``attn.kv`` split into ``key``/``value``,
+  ``attn.proj`` -> ``attention.output.dense``, ``norm1/2`` -> ``layer_norm_1/2``, ``fc1/2`` ->
+  ``dense1/2``, ``linear_c{i}`` -> ``linear_c.{i-1}``, ``linear_pred`` -> ``classifier``) and
+  transformers 4.x ``modeling_segformer.py`` (encoder registers patch_embeddings, block,
+  layer_norm; decode head linear_c, linear_fuse (no bias), batch_norm, classifier).
 """
 
 from __future__ import annotations
@@ -143,3 +161,89 @@ def revise_and_check(saved: dict, reference: dict) -> list[str]:
             key = re.sub(pattern, repl, key)
         revised[key] = value
     return [k for k in reference if k not in revised]
+
+
+def mit_mmseg1(seed: int = 0, prefix: str = "backbone.") -> dict[str, torch.Tensor]:
+    """The same MiT as mmseg 1.x ``mit.py`` registers it (module order, its tensor layouts)."""
+    out: dict[str, torch.Tensor] = {}
+    old = mit_mmseg0(seed, "")
+    for s, (depth, sr) in enumerate(zip(DEPTHS, SR, strict=True)):
+        pe, ly = f"{prefix}layers.{s}.0.", f"{prefix}layers.{s}.1."
+        out[pe + "projection.weight"] = old[f"patch_embed{s + 1}.proj.weight"]
+        out[pe + "projection.bias"] = old[f"patch_embed{s + 1}.proj.bias"]
+        out[pe + "norm.weight"] = old[f"patch_embed{s + 1}.norm.weight"]
+        out[pe + "norm.bias"] = old[f"patch_embed{s + 1}.norm.bias"]
+        for b in range(depth):
+            o, n = f"block{s + 1}.{b}.", f"{ly}{b}."
+            out[n + "norm1.weight"], out[n + "norm1.bias"] = old[o + "norm1.weight"], old[o + "norm1.bias"]
+            out[n + "attn.attn.in_proj_weight"] = torch.cat([old[o + "attn.q.weight"], old[o + "attn.kv.weight"]])
+            out[n + "attn.attn.in_proj_bias"] = torch.cat([old[o + "attn.q.bias"], old[o + "attn.kv.bias"]])
+            out[n + "attn.attn.out_proj.weight"] = old[o + "attn.proj.weight"]
+            out[n + "attn.attn.out_proj.bias"] = old[o + "attn.proj.bias"]
+            if sr > 1:
+                out[n + "attn.sr.weight"], out[n + "attn.sr.bias"] = old[o + "attn.sr.weight"], old[o + "attn.sr.bias"]
+                out[n + "attn.norm.weight"] = old[o + "attn.norm.weight"]
+                out[n + "attn.norm.bias"] = old[o + "attn.norm.bias"]
+            out[n + "norm2.weight"], out[n + "norm2.bias"] = old[o + "norm2.weight"], old[o + "norm2.bias"]
+            out[n + "ffn.layers.0.weight"] = old[o + "mlp.fc1.weight"][:, :, None, None]
+            out[n + "ffn.layers.0.bias"] = old[o + "mlp.fc1.bias"]
+            out[n + "ffn.layers.1.weight"] = old[o + "mlp.dwconv.dwconv.weight"]
+            out[n + "ffn.layers.1.bias"] = old[o + "mlp.dwconv.dwconv.bias"]
+            out[n + "ffn.layers.4.weight"] = old[o + "mlp.fc2.weight"][:, :, None, None]
+            out[n + "ffn.layers.4.bias"] = old[o + "mlp.fc2.bias"]
+        out[f"{prefix}layers.{s}.2.weight"] = old[f"norm{s + 1}.weight"]
+        out[f"{prefix}layers.{s}.2.bias"] = old[f"norm{s + 1}.bias"]
+    return out
+
+
+def segformer_head_mmseg1(seed: int = 0, prefix: str = "decode_head.") -> dict[str, torch.Tensor]:
+    """mmseg 1.x ``SegformerHead`` in registration order (``conv_seg`` first)."""
+    gen = torch.Generator().manual_seed(seed + 2000)
+    c = CHANNELS
+    out = {f"{prefix}conv_seg.weight": _t(gen, NUM_CLASSES, c, 1, 1), f"{prefix}conv_seg.bias": _t(gen, NUM_CLASSES)}
+    for i, dim in enumerate(DIMS):
+        out[f"{prefix}convs.{i}.conv.weight"] = _t(gen, c, dim, 1, 1)
+        _bn(out, f"{prefix}convs.{i}.bn", c, gen)
+    out[f"{prefix}fusion_conv.conv.weight"] = _t(gen, c, 4 * c, 1, 1)
+    _bn(out, f"{prefix}fusion_conv.bn", c, gen)
+    return out
+
+
+def hf_segformer(seed: int = 0) -> dict[str, torch.Tensor]:
+    """``SegformerForSemanticSegmentation`` state dict (transformers 4.x names, module order)."""
+    gen = torch.Generator().manual_seed(seed + 3000)
+    old = mit_mmseg0(seed, "")
+    e = "segformer.encoder."
+    out: dict[str, torch.Tensor] = {}
+    for s in range(4):
+        for a, b in (("proj", "proj"), ("norm", "layer_norm")):
+            out[f"{e}patch_embeddings.{s}.{b}.weight"] = old[f"patch_embed{s + 1}.{a}.weight"]
+            out[f"{e}patch_embeddings.{s}.{b}.bias"] = old[f"patch_embed{s + 1}.{a}.bias"]
+    for s, (depth, sr) in enumerate(zip(DEPTHS, SR, strict=True)):
+        for b in range(depth):
+            o, n = f"block{s + 1}.{b}.", f"{e}block.{s}.{b}."
+            pairs = [("layer_norm_1", "norm1"), ("attention.self.query", "attn.q"), ("attention.self.key", None)]
+            pairs += [("attention.self.value", None)]
+            if sr > 1:
+                pairs += [("attention.self.sr", "attn.sr"), ("attention.self.layer_norm", "attn.norm")]
+            pairs += [("attention.output.dense", "attn.proj"), ("layer_norm_2", "norm2"), ("mlp.dense1", "mlp.fc1")]
+            pairs += [("mlp.dwconv.dwconv", "mlp.dwconv.dwconv"), ("mlp.dense2", "mlp.fc2")]
+            for new, orig in pairs:
+                for leaf in ("weight", "bias"):
+                    if orig is None:  # key and value: the halves of mmseg 0.x's kv
+                        half = 0 if new.endswith("key") else 1
+                        out[n + f"{new}.{leaf}"] = old[o + f"attn.kv.{leaf}"].chunk(2)[half].clone()
+                    else:
+                        out[n + f"{new}.{leaf}"] = old[o + f"{orig}.{leaf}"]
+    for s in range(4):
+        out[f"{e}layer_norm.{s}.weight"] = old[f"norm{s + 1}.weight"]
+        out[f"{e}layer_norm.{s}.bias"] = old[f"norm{s + 1}.bias"]
+    c = CHANNELS
+    for i, dim in enumerate(DIMS):
+        out[f"decode_head.linear_c.{i}.proj.weight"] = _t(gen, c, dim)
+        out[f"decode_head.linear_c.{i}.proj.bias"] = _t(gen, c)
+    out["decode_head.linear_fuse.weight"] = _t(gen, c, 4 * c, 1, 1)
+    _bn(out, "decode_head.batch_norm", c, gen)
+    out["decode_head.classifier.weight"] = _t(gen, NUM_CLASSES, c, 1, 1)
+    out["decode_head.classifier.bias"] = _t(gen, NUM_CLASSES)
+    return out

@@ -124,3 +124,111 @@ def test_a_module_merged_in_part_is_reported():
     assert any(
         "merged only in part" in w and "backbone.block1.0.attn (merged" in w and "kept kv" in w for w in p.warnings
     )
+
+
+MMENGINE_WRITER = r'''
+"""Writes an mmseg 1.x checkpoint as mmengine's Runner.save_checkpoint lays it out
+(open-mmlab/mmengine mmengine/runner/runner.py, save_checkpoint: {meta, state_dict,
+message_hub, optimizer, param_schedulers}; message_hub from MessageHub.state_dict in
+mmengine/logging/message_hub.py: log_scalars of HistoryBuffers, runtime_info, resumed_keys).
+The classes are look-alikes under mmengine's module names, made in this process only."""
+import sys, types
+from collections import OrderedDict
+import numpy as np
+import torch
+
+sys.path.insert(0, sys.argv[2])
+from real_layouts import mit_mmseg1, segformer_head_mmseg1
+
+for name in ("mmengine", "mmengine.logging", "mmengine.logging.history_buffer"):
+    sys.modules[name] = types.ModuleType(name)
+
+
+class HistoryBuffer:
+    def __init__(self, values):
+        self.max_length = 1000000
+        self._log_history = np.array(values, dtype=np.float64)
+        self._count_history = np.ones(len(values), dtype=np.int64)
+        # a method defined in the class body: pickle protocol 2 writes getattr(HistoryBuffer, 'mean')
+        self._statistics_methods = {"mean": HistoryBuffer.mean}
+
+    def mean(self, window_size=None):
+        return float(self._log_history.mean())
+
+
+HistoryBuffer.__module__ = "mmengine.logging.history_buffer"
+sys.modules["mmengine.logging.history_buffer"].HistoryBuffer = HistoryBuffer
+sys.modules["mmengine.logging"].HistoryBuffer = HistoryBuffer
+
+state = {**mit_mmseg1(1), **segformer_head_mmseg1(1)}
+meta = {
+    "epoch": 0, "iter": 40000, "cfg": "model = dict(type='EncoderDecoder')", "seed": 0,
+    "experiment_name": "segformer_mit-b5", "time": "20240101_000000", "mmengine_version": "0.10.4",
+    "dataset_meta": {"classes": ("road", "sidewalk"), "palette": [[128, 64, 128], [244, 35, 232]],
+                     "label_map": None, "reduce_zero_label": False},
+}
+hub = {
+    "log_scalars": OrderedDict({"train/loss": HistoryBuffer([0.5, 0.4]), "train/lr": HistoryBuffer([6e-05])}),
+    "runtime_info": OrderedDict({"iter": 40000, "max_iters": 160000}),
+    "resumed_keys": OrderedDict({"train/loss": True, "iter": True}),
+}
+checkpoint = {
+    "meta": meta, "state_dict": state, "message_hub": hub,
+    "optimizer": {"state": {0: {"step": torch.tensor(40000.0)}}, "param_groups": [{"lr": 6e-05, "params": [0]}]},
+    "param_schedulers": [{"eta_min": 0.0, "begin": 1500, "end": 160000, "last_step": 40000, "by_epoch": False}],
+}
+torch.save(checkpoint, sys.argv[1])
+'''
+
+
+def _mmengine_file(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "write_mmengine.py"
+    script.write_text(MMENGINE_WRITER)
+    out = tmp_path / "iter_40000.pth"
+    subprocess.run([sys.executable, str(script), str(out), str(Path(__file__).parent)], check=True)
+    return out
+
+
+def test_mmengine_file_loads_without_mmengine_or_trust_and_keeps_meta(tmp_path):
+    import sys
+
+    import pytest
+    from real_layouts import mit_mmseg1, segformer_head_mmseg1
+
+    from segmerge.errors import CheckpointError
+
+    path = _mmengine_file(tmp_path)
+    assert "mmengine" not in sys.modules
+    checkpoint = open_checkpoint(path)  # no --trust-pickle, no mmengine
+    expected = {**mit_mmseg1(1), **segformer_head_mmseg1(1)}
+    state = checkpoint.state_dict()
+    assert set(state) == set(expected) and all(torch.equal(state[k], expected[k]) for k in expected)
+    assert "mmengine" not in sys.modules
+    meta = checkpoint.pth_content.meta
+    assert meta["dataset_meta"]["label_map"] is None and meta["dataset_meta"]["reduce_zero_label"] is False
+    api.merge_to_file([str(path), str(path)], output=tmp_path / "m.pth", allow_few=True)
+    saved = torch.load(tmp_path / "m.pth", weights_only=True)
+    assert set(saved) == {"state_dict", "meta"}
+    assert saved["meta"]["dataset_meta"] == meta["dataset_meta"] and saved["meta"]["iter"] == 40000
+    with pytest.raises(CheckpointError, match="needs the module 'mmengine'") as err:
+        open_checkpoint(path, trust_pickle=True)
+    assert "truncated" not in str(err.value)
+
+
+def test_refusal_lists_only_refused_globals(tmp_path):
+    import numpy as np
+    import pytest
+
+    from segmerge.errors import UnsafeCheckpointError
+
+    torch.save(
+        {"state_dict": daformer(1), "meta": {"hist": np.arange(3), "f": np.float64(1.0)}, "x": print},
+        tmp_path / "bad.pth",
+    )
+    with pytest.raises(UnsafeCheckpointError) as err:
+        open_checkpoint(tmp_path / "bad.pth")
+    assert "builtins.print" in str(err.value) and "numpy" not in str(err.value)
