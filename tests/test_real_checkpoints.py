@@ -232,3 +232,107 @@ def test_refusal_lists_only_refused_globals(tmp_path):
     with pytest.raises(UnsafeCheckpointError) as err:
         open_checkpoint(tmp_path / "bad.pth")
     assert "builtins.print" in str(err.value) and "numpy" not in str(err.value)
+
+
+def _layers(plan):
+    return [layer.name for layer in plan.layers]
+
+
+def test_daformer_depth_follows_the_forward_pass(tmp_path):
+    torch.save(mmcv_checkpoint(daformer(1)), tmp_path / "a.pth")
+    torch.save(mmcv_checkpoint(daformer(2)), tmp_path / "b.pth")
+    plan = api.plan([str(tmp_path / "a.pth"), str(tmp_path / "b.pth")])
+    names = _layers(plan)
+    assert names[:8] == [
+        "backbone.patch_embed1.proj",
+        "backbone.patch_embed1.norm",
+        "backbone.block1.0.norm1",
+        "backbone.block1.0.attn.q",
+        "backbone.block1.0.attn.sr",
+        "backbone.block1.0.attn.norm",
+        "backbone.block1.0.attn.kv",
+        "backbone.block1.0.attn.proj",
+    ]
+    assert names.index("backbone.norm3") + 1 == names.index("backbone.patch_embed4.proj")
+    assert names[-1] == "decode_head.conv_seg" and plan.layers[-1].depth == 1.0
+    assert names.index("decode_head.fuse_layer.aspp_modules.1.depthwise_conv.conv") + 1 == names.index(
+        "decode_head.fuse_layer.aspp_modules.1.depthwise_conv.bn"
+    )
+    assert any("forward pass" in n and "mit-mmseg0" in n for n in plan.notes)
+
+
+def test_mmseg1_and_hf_layouts_follow_the_forward_pass():
+    from real_layouts import hf_segformer, mit_mmseg1, segformer_head_mmseg1
+
+    names = _layers(
+        api.plan([{**mit_mmseg1(1), **segformer_head_mmseg1(1)}, {**mit_mmseg1(2), **segformer_head_mmseg1(2)}])
+    )
+    assert names[:5] == [
+        "backbone.layers.0.0.projection",
+        "backbone.layers.0.0.norm",
+        "backbone.layers.0.1.0.norm1",
+        "backbone.layers.0.1.0.attn.sr",
+        "backbone.layers.0.1.0.attn.norm",
+    ]
+    assert names.index("backbone.layers.0.2") + 1 == names.index("backbone.layers.1.0.projection")
+    assert names[-1] == "decode_head.conv_seg"
+    names = _layers(api.plan([hf_segformer(1), hf_segformer(2)]))
+    block = "segformer.encoder.block.0.0."
+    assert names[2:6] == [
+        block + "layer_norm_1",
+        block + "attention.self.query",
+        block + "attention.self.sr",
+        block + "attention.self.layer_norm",
+    ]
+    assert names.index("segformer.encoder.layer_norm.0") + 1 == names.index("segformer.encoder.patch_embeddings.1.proj")
+    assert names[-4:] == [
+        "decode_head.linear_c.3.proj",
+        "decode_head.linear_fuse",
+        "decode_head.batch_norm",
+        "decode_head.classifier",
+    ]
+
+
+def test_one_model_gets_the_same_depths_from_every_format(tmp_path):
+    import json
+
+    from real_layouts import hf_segformer
+    from safetensors.torch import save_file
+
+    state = hf_segformer(1)
+    torch.save(state, tmp_path / "pytorch_model.bin")  # module order, as a hub .bin
+    save_file(state, tmp_path / "sorted.safetensors")  # name-sorted, as save_pretrained writes
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    save_file(state, folder / "model.safetensors")
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "segformer", "architectures": ["SegformerForSemanticSegmentation"]})
+    )
+    other = str(tmp_path / "other.pth")
+    torch.save(hf_segformer(2), other)
+    depths = []
+    for path in (tmp_path / "pytorch_model.bin", tmp_path / "sorted.safetensors", folder):
+        plan = api.plan([str(path), other])
+        depths.append({layer.name: layer.depth for layer in plan.layers})
+        assert not any("sorted by name" in w for w in plan.warnings)
+    assert depths[0] == depths[1] == depths[2]
+    assert depths[0]["segformer.encoder.patch_embeddings.3.proj"] > depths[0]["segformer.encoder.layer_norm.2"]
+
+
+def test_order_from_a_donor_that_keeps_module_order(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from tiny_models import tiny_state
+
+    state = tiny_state(1)
+    save_file(state, tmp_path / "a.safetensors")
+    assert list(load_file(tmp_path / "a.safetensors")) != list(state)  # stored sorted by name
+    torch.save(tiny_state(2), tmp_path / "b.pth")
+    a, b = str(tmp_path / "a.safetensors"), str(tmp_path / "b.pth")
+    plan = api.plan([a, b])
+    module_order = list(dict.fromkeys(k.rpartition(".")[0] for k in state if state[k].is_floating_point()))
+    assert _layers(plan) == module_order
+    assert any("taken from model 1" in n for n in plan.notes)
+    plan = api.plan([a, b], order_from=1)
+    assert _layers(plan) == module_order and any("model 1's key order" in n for n in plan.notes)
+    result = CliRunner().invoke(app, ["plan", a, b, "--order-from", "1", "--no-check"])
+    assert result.exit_code == 0 and "model 1's key order" in result.output

@@ -16,6 +16,8 @@ from segmerge.checkpoints import Checkpoint, open_checkpoint, write_checkpoint
 from segmerge.checkpoints.provenance import Provenance
 from segmerge.errors import MergeError, SegmergeError
 from segmerge.merging.execute import execute
+from segmerge.merging.forward_order import forward_order, order_like
+from segmerge.merging.keys import rename
 from segmerge.merging.methods import MergeMethod, build_method
 from segmerge.merging.plan import FEW_MERGED, MergePlan, build_plan
 from segmerge.merging.relatedness import layer_similarities, unrelated_layer_warnings
@@ -91,8 +93,11 @@ def open_merge(
             sources.append(open_checkpoint(spec.path, trust_pickle, recipe.network))
     base = open_checkpoint(recipe.base, trust_pickle, recipe.network) if recipe.base else None
     method = build_method(recipe.method, recipe.parameters, recipe.seed)
+    metas = [s.metas() for s in sources]
+    anchor_metas, order_note, order_warning = anchor_order(sources, metas, recipe)
+    metas[recipe.anchor] = anchor_metas
     plan = build_plan(
-        [s.metas() for s in sources],
+        metas,
         method,
         anchor=recipe.anchor,
         labels=[s.label for s in sources],
@@ -102,15 +107,70 @@ def open_merge(
         base=base.metas() if base is not None else None,
         base_label=base.label if base is not None else None,
     )
-    anchor_source = sources[recipe.anchor]
     plan.notes += network_notes(sources, recipe)
-    for s in [anchor_source]:
-        if isinstance(s, Checkpoint) and s.order == "key-names":
-            plan.warnings.append(
-                f"{s.label}: stores its keys sorted by name; layer order (and so depth) was rebuilt "
-                "from the key names - check the plan's layer list"
-            )
+    if order_note:
+        plan.notes.append(order_note)
+    if order_warning:
+        plan.warnings.append(order_warning)
     return Opened(recipe, sources, base, method, plan)
+
+
+def anchor_order(
+    sources: Sequence, metas: Sequence[Mapping[str, TensorMeta]], recipe: Recipe
+) -> tuple[dict[str, TensorMeta], str | None, str | None]:
+    """The anchor's keys in the order that gives depth, a note saying where it came from (none
+    for the anchor's file order), and a
+    warning when it is only a guess from the key names.
+
+    In turn: model ``order_from``'s key order as stored, when the recipe names one; the
+    forward-order profile of the anchor's family; the anchor's file order; the file order of
+    a donor that keeps module order; the key-name heuristic.
+    """
+    a = recipe.anchor
+    anchor = sources[a]
+    own = dict(metas[a])
+    how = getattr(anchor, "order", "file")
+    if recipe.order_from is not None:
+        n = recipe.order_from
+        reference = [rename(k, recipe.renames().get(n, ())) for k in _stored_order(sources[n])]
+        keys = order_like(list(own), reference)
+        return {k: own[k] for k in keys}, f"layer order (depth): model {n}'s key order as stored (order_from)", None
+    if not isinstance(anchor, Checkpoint):
+        found = forward_order(list(own))
+        if found is not None:
+            return {k: own[k] for k in found.keys}, _forward_note(f"forward ({', '.join(found.families)})"), None
+        return own, None, None
+    if how != "key-names":
+        return own, _forward_note(how), None
+    for i, s in enumerate(sources):
+        if i == a or getattr(s, "order", "file") == "key-names":
+            continue
+        reference = [rename(k, recipe.renames().get(i, ())) for k in metas[i]]
+        if len(set(reference) & set(own)) >= 0.5 * len(own):
+            keys = order_like(list(own), reference)
+            note = f"layer order (depth): taken from model {i} ({s.label}), whose file keeps module order"
+            return {k: own[k] for k in keys}, note, None
+    warning = (
+        f"{anchor.label}: stores its keys sorted by name and no profile or other input gives their order; "
+        "layer order (and so depth) was rebuilt from the key names - check the plan's layer list "
+        "(--order-from N takes it from model N)"
+    )
+    return own, "layer order (depth): rebuilt from the key names", warning
+
+
+def _forward_note(how: str) -> str | None:
+    """A note for a forward order from the profiles; none for a file's own order (the default)."""
+    if how.startswith("forward"):
+        return f"layer order (depth): the forward pass, from the profiles {how.removeprefix('forward ')}"
+    return None
+
+
+def _stored_order(source) -> list[str]:
+    """A model's keys in the order its file stores them (its chosen network's, prefix removed)."""
+    if not isinstance(source, Checkpoint):
+        return list(source.metas())
+    prefix = source.prefix
+    return [k[len(prefix) :] for k in source.source.metas() if k.startswith(prefix)]
 
 
 def network_notes(sources: Sequence, recipe: Recipe) -> list[str]:

@@ -51,7 +51,7 @@ class Checkpoint:
     path: Path
     format: Format
     source: object  # a TensorSource
-    order: str = "file"  # how the key order was found: file, model-class, key-names
+    order: str = "file"  # how the key order was found: forward (FAMILIES), file, key-names
     #: Which of several networks stored in the file to read (UDA training files): a role
     #: (student, teacher, imagenet), a prefix, or "all" for the whole file as one network.
     network: str | None = None
