@@ -197,9 +197,10 @@ def mit_mmseg1(seed: int = 0, prefix: str = "backbone.") -> dict[str, torch.Tens
 
 
 def segformer_head_mmseg1(seed: int = 0, prefix: str = "decode_head.") -> dict[str, torch.Tensor]:
-    """mmseg 1.x ``SegformerHead`` in registration order (``conv_seg`` first)."""
+    """mmseg 1.x ``SegformerHead`` in registration order (``conv_seg`` first); 3x DAFormer's
+    channels, as SegFormer-B5's 768 are to DAFormer's 256."""
     gen = torch.Generator().manual_seed(seed + 2000)
-    c = CHANNELS
+    c = 3 * CHANNELS
     out = {f"{prefix}conv_seg.weight": _t(gen, NUM_CLASSES, c, 1, 1), f"{prefix}conv_seg.bias": _t(gen, NUM_CLASSES)}
     for i, dim in enumerate(DIMS):
         out[f"{prefix}convs.{i}.conv.weight"] = _t(gen, c, dim, 1, 1)

@@ -336,3 +336,116 @@ def test_order_from_a_donor_that_keeps_module_order(tmp_path):
     assert _layers(plan) == module_order and any("model 1's key order" in n for n in plan.notes)
     result = CliRunner().invoke(app, ["plan", a, b, "--order-from", "1", "--no-check"])
     assert result.exit_code == 0 and "model 1's key order" in result.output
+
+
+def _hf_folder(path, state):
+    import json
+
+    from safetensors.torch import save_file
+
+    path.mkdir()
+    save_file(state, path / "model.safetensors")
+    config = {
+        "model_type": "segformer",
+        "architectures": ["SegformerForSemanticSegmentation"],
+        "num_channels": 3,
+        "num_encoder_blocks": 4,
+        "depths": [2, 2, 2, 2],
+        "sr_ratios": [8, 4, 2, 1],
+        "hidden_sizes": [8, 16, 24, 32],
+        "patch_sizes": [7, 3, 3, 3],
+        "strides": [4, 2, 2, 2],
+        "num_attention_heads": [1, 2, 3, 4],
+        "mlp_ratios": [4, 4, 4, 4],
+        "decoder_hidden_size": 16,
+        "num_labels": 19,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+def test_daformer_and_hf_segformer_merge_every_encoder_tensor(tmp_path):
+    from real_layouts import hf_segformer, mit_mmseg0
+
+    torch.save(mmcv_checkpoint(daformer(1)), tmp_path / "daformer.pth")
+    hf = _hf_folder(tmp_path / "hf_segformer", hf_segformer(2))
+    opened = api.open_merge([str(tmp_path / "daformer.pth"), hf])
+    plan = opened.plan
+    encoder = [k for k in mit_mmseg0(1)]
+    merged = {k.key for k in plan.keys if k.action.value == "merged"}
+    assert set(encoder) <= merged  # attention included: q from query, kv from key and value
+    assert any("converted from the Hugging Face transformers layout" in n for n in plan.notes)
+    out = tmp_path / "m.pth"
+    api.write_merge(opened, out, False)
+    got = torch.load(out, weights_only=True)["state_dict"]
+    # the same as merging with the donor's tensors written in the anchor's layout beforehand
+    expected = api.merge([daformer(1), mit_mmseg0(2)], allow_few=True)
+    for key in encoder:
+        assert torch.equal(got[key], expected[key]), key
+
+
+def test_conversions_round_trip_bit_identically(tmp_path):
+    from real_layouts import hf_segformer, mit_mmseg1
+
+    segformer_mmseg = {**daformer(3)}  # MiT + DAFormer head: the head has no HF or mmseg 1.x name
+    torch.save(mmcv_checkpoint(segformer_mmseg), tmp_path / "a.pth")
+    runner = CliRunner()
+    steps = [("a.pth", "b.safetensors", "hf"), ("b.safetensors", "c.pth", "mmseg1"), ("c.pth", "d.pth", "mmseg")]
+    for src, dst, to in steps:
+        result = runner.invoke(app, ["convert", str(tmp_path / src), str(tmp_path / dst), "--to", to])
+        assert result.exit_code == 0, result.output
+    assert (
+        "have no name in the hf layout"
+        in runner.invoke(app, ["convert", str(tmp_path / "a.pth"), str(tmp_path / "x.pth"), "--to", "hf"]).output
+    )
+    back = open_checkpoint(tmp_path / "d.pth").state_dict()
+    assert set(back) == set(segformer_mmseg)
+    assert all(torch.equal(back[k], segformer_mmseg[k]) and back[k].dtype == segformer_mmseg[k].dtype for k in back)
+    encoder1 = open_checkpoint(tmp_path / "c.pth").state_dict()
+    assert all(torch.equal(encoder1[k], v) for k, v in mit_mmseg1(3).items())
+    hf = open_checkpoint(tmp_path / "b.safetensors").state_dict()
+    assert all(torch.equal(hf[k], v) for k, v in hf_segformer(3).items() if k.startswith("segformer."))
+    assert torch.load(tmp_path / "x.pth", weights_only=True)["meta"]["iter"] == 40000  # .pth to .pth keeps meta
+
+
+def test_converted_segformer_loads_in_transformers_without_missing_keys(tmp_path):
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    from real_layouts import hf_segformer
+
+    # an mmseg 0.x SegFormer (MiT + SegFormer MLP head), from the HF fixture's tensors
+    folder = tmp_path / "hf_in"
+    _hf_folder(folder, hf_segformer(4))
+    assert CliRunner().invoke(app, ["convert", str(folder), str(tmp_path / "s.pth"), "--to", "mmseg"]).exit_code == 0
+    assert "decode_head.linear_c4.proj.weight" in open_checkpoint(tmp_path / "s.pth").metas()
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "s.pth"), str(tmp_path / "hf_out"), "--to", "hf"])
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
+    model, info = transformers.SegformerForSemanticSegmentation.from_pretrained(
+        tmp_path / "hf_out", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    state = model.state_dict()
+    key = "segformer.encoder.block.0.0.attention.self.key.weight"
+    expected = hf_segformer(4)
+    if key in state:  # transformers 4.x names; 5.x renames modules internally
+        assert torch.equal(state[key], expected[key])
+
+
+def test_daformer_and_mmseg1_segformer_merge_every_encoder_tensor(tmp_path):
+    from real_layouts import mit_mmseg0, mit_mmseg1, segformer_head_mmseg1
+
+    torch.save(mmcv_checkpoint(daformer(1)), tmp_path / "daformer.pth")
+    torch.save({"state_dict": {**mit_mmseg1(2), **segformer_head_mmseg1(2)}}, tmp_path / "segformer1.pth")
+    result = CliRunner().invoke(
+        app, ["merge", str(tmp_path / "daformer.pth"), str(tmp_path / "segformer1.pth"), "-o", str(tmp_path / "m.pth")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "converted from the mmseg 1.x layout" in result.output
+    # the heads differ but both end in a 19-class conv_seg: its bias alone matches, and is reported
+    assert "decode_head: only 1 of its" in " ".join(result.output.split())
+    got = torch.load(tmp_path / "m.pth", weights_only=True)["state_dict"]
+    bias = "decode_head.conv_seg.bias"
+    expected = api.merge([daformer(1), {**mit_mmseg0(2), bias: segformer_head_mmseg1(2)[bias]}])
+    assert all(torch.equal(got[k], expected[k]) for k in mit_mmseg0(1))
+    assert not torch.equal(got["backbone.block1.0.attn.kv.weight"], daformer(1)["backbone.block1.0.attn.kv.weight"])

@@ -18,6 +18,7 @@ from segmerge.errors import MergeError, SegmergeError
 from segmerge.merging.execute import execute
 from segmerge.merging.forward_order import forward_order, order_like
 from segmerge.merging.keys import rename
+from segmerge.merging.layouts import ConvertedSource, convert_onto
 from segmerge.merging.methods import MergeMethod, build_method
 from segmerge.merging.plan import FEW_MERGED, MergePlan, build_plan
 from segmerge.merging.relatedness import layer_similarities, unrelated_layer_warnings
@@ -93,6 +94,12 @@ def open_merge(
             sources.append(open_checkpoint(spec.path, trust_pickle, recipe.network))
     base = open_checkpoint(recipe.base, trust_pickle, recipe.network) if recipe.base else None
     method = build_method(recipe.method, recipe.parameters, recipe.seed)
+    conversion_notes = []
+    for i, source in enumerate(sources):
+        converted = convert_onto(sources[recipe.anchor].metas(), source) if i != recipe.anchor else None
+        if converted is not None:
+            sources[i] = converted
+            conversion_notes.append(f"m{i} {source.label}: {converted.describe()}")
     metas = [s.metas() for s in sources]
     anchor_metas, order_note, order_warning = anchor_order(sources, metas, recipe)
     metas[recipe.anchor] = anchor_metas
@@ -107,7 +114,7 @@ def open_merge(
         base=base.metas() if base is not None else None,
         base_label=base.label if base is not None else None,
     )
-    plan.notes += network_notes(sources, recipe)
+    plan.notes += network_notes(sources, recipe) + conversion_notes
     if order_note:
         plan.notes.append(order_note)
     if order_warning:
@@ -143,7 +150,7 @@ def anchor_order(
     if how != "key-names":
         return own, _forward_note(how), None
     for i, s in enumerate(sources):
-        if i == a or getattr(s, "order", "file") == "key-names":
+        if i == a or isinstance(s, ConvertedSource) or getattr(s, "order", "file") == "key-names":
             continue
         reference = [rename(k, recipe.renames().get(i, ())) for k in metas[i]]
         if len(set(reference) & set(own)) >= 0.5 * len(own):
@@ -177,6 +184,7 @@ def network_notes(sources: Sequence, recipe: Recipe) -> list[str]:
     """What the plan says about files holding one network several times (UDA training files)."""
     notes = []
     for i, s in enumerate(sources):
+        s = s.source if isinstance(s, ConvertedSource) else s
         chosen = getattr(s, "chosen_network", None)
         if chosen is None:
             continue
@@ -266,7 +274,8 @@ def write_merge(
 ) -> Path:
     """Write the merge; ``tensors`` (under the anchor's names) stand in for running the plan when the
     merged values were changed afterwards (``segmerge tune --adabn`` re-estimates BatchNorm statistics)."""
-    inputs = [s for s in opened.sources if isinstance(s, Checkpoint)]
+    inputs = [s.source if isinstance(s, ConvertedSource) else s for s in opened.sources]
+    inputs = [s for s in inputs if isinstance(s, Checkpoint)]
     if len(inputs) != len(opened.sources):
         raise SegmergeError("writing a merge needs every model as a file or folder, not an in-memory state dict")
     _refuse_overwriting_inputs(output, [*inputs, *([opened.base] if opened.base else [])], overwrite)
@@ -308,3 +317,48 @@ def _refuse_overwriting_inputs(output: Path, inputs: Sequence[Checkpoint], overw
             raise MergeError(f"{output}: is (or contains) the input {c.path}; write the merge elsewhere")
     if output.exists() and not overwrite:
         raise MergeError(f"{output}: already exists; pass --overwrite (overwrite=True) to replace it")
+
+
+def convert(
+    path: str | Path,
+    output: str | Path,
+    to: str,
+    trust_pickle: bool = False,
+    network: str | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, str, list[str]]:
+    """Write a checkpoint's MiT encoder (and SegFormer MLP head) in another layout: ``mmseg``
+    (0.x, DAFormer's), ``mmseg1`` or ``hf``. Returns the path written, the layout read, and the
+    keys written unchanged because the target layout has no name for them."""
+    from segmerge.checkpoints.hf_folder import segformer_config
+    from segmerge.checkpoints.provenance import make_provenance
+    from segmerge.merging.layouts import LAYOUTS, detect_layout, plan_conversion, target_metas
+
+    if to not in LAYOUTS:
+        raise SegmergeError(f"--to {to!r}: expected one of {', '.join(LAYOUTS)}")
+    source = open_checkpoint(path, trust_pickle, network)
+    metas = source.metas()
+    layout = detect_layout(metas)
+    if layout is None:
+        raise SegmergeError(f"{path}: holds no MiT encoder in a layout segmerge knows ({', '.join(LAYOUTS)})")
+    output = Path(output)
+    _refuse_overwriting_inputs(output, [source], overwrite)
+    conversions = plan_conversion(layout, metas, to, target_metas(layout, metas, to)) if layout != to else {}
+    used = {s.key for c in conversions.values() for s in c.slices}
+    kept = [k for k in metas if k not in used]
+    out_metas = {k: TensorMeta(c.shape, c.dtype) for k, c in conversions.items()} | {k: metas[k] for k in kept}
+    found = forward_order(list(out_metas))
+    if found is not None:
+        out_metas = {k: out_metas[k] for k in found.keys}
+
+    def tensors():
+        for key in out_metas:
+            conversion = conversions.get(key)
+            yield key, source.get(key) if conversion is None else conversion.build(source.get)
+
+    provenance = make_provenance("", [], None) | {"converted": {"from": str(path), "layout": layout, "to": to}}
+    written = write_checkpoint(output, out_metas, tensors(), provenance, source, overwrite)
+    if written.is_dir() and not (written / "config.json").exists() and to == "hf":
+        (written / "config.json").write_text(segformer_config(out_metas))
+    unchanged = kept if layout != to else []
+    return written, layout, [k for k in unchanged if metas[k].is_float or k.endswith("num_batches_tracked")]

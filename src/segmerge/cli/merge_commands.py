@@ -170,6 +170,28 @@ def merge(
         stdout.print(the_recipe.to_yaml(), end="", markup=False)
 
 
+@app.command()
+@user_errors
+def convert(
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint with a MiT encoder (SegFormer, DAFormer, HRDA, ...)")],
+    output: Annotated[Path, typer.Argument(help="output: .pth, .safetensors or a folder (Hugging Face)")],
+    to: Annotated[str, typer.Option("--to", help="layout to write: hf, mmseg (0.x, DAFormer's) or mmseg1")],
+    network: Network = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Write a MiT encoder (and SegFormer MLP head) in another framework's key layout, exactly."""
+    written, layout, unchanged = api.convert(checkpoint, output, to, trust_pickle, network, overwrite)
+    stderr.print(f"wrote {written} ({layout} -> {to})", highlight=False)
+    if unchanged:
+        shown = ", ".join(unchanged[:6]) + (f" and {len(unchanged) - 6} more" if len(unchanged) > 6 else "")
+        stderr.print(
+            f"[yellow]warning:[/] {len(unchanged)} tensors have no name in the {to} layout and were written "
+            f"unchanged (a head that framework does not have?): {shown}",
+            highlight=False,
+        )
+
+
 @app.command("recipe")
 @user_errors
 def show_recipe(

@@ -209,8 +209,9 @@ def partial_module_warnings(keys: Sequence[KeyPlan], shown: int = 5) -> list[str
         elif k.action in (Action.ANCHOR_ONLY, Action.SHAPE_MISMATCH):
             unmerged.setdefault(module, set()).add(layer.rpartition(".")[2])
     partial = [m for m in merged if m in unmerged]
+    warnings = _part_of_top_module(keys)
     if not partial:
-        return []
+        return warnings
     listed = ", ".join(
         f"{m} (merged {'/'.join(sorted(merged[m]))}; kept {'/'.join(sorted(unmerged[m] - merged[m]) or ['some keys'])})"
         for m in partial[:shown]
@@ -219,8 +220,33 @@ def partial_module_warnings(keys: Sequence[KeyPlan], shown: int = 5) -> list[str
     return [
         f"{len(partial)} modules are merged only in part, the rest keeping the anchor's values: {listed}{more}. "
         "A module half from a blend and half from the anchor may not work as either; check the layouts "
-        "(see the shape mismatches and anchor-only keys)"
+        "(see the shape mismatches and anchor-only keys)",
+        *warnings,
     ]
+
+
+def _part_of_top_module(keys: Sequence[KeyPlan]) -> list[str]:
+    """Top-level modules (an encoder, a decode head) of which only a few keys are merged: e.g. two
+    different heads that happen to share a classifier's name and shape."""
+    merged: dict[str, list[str]] = {}
+    total: dict[str, int] = {}
+    for k in keys:
+        if k.action == Action.NON_FLOAT:
+            continue
+        top = k.key.split(".", 1)[0]
+        total[top] = total.get(top, 0) + 1
+        if k.action == Action.MERGED:
+            merged.setdefault(top, []).append(layer_of(k.key))
+    out = []
+    for top, layers in merged.items():
+        if len(layers) < 0.5 * total[top]:
+            shown = ", ".join(dict.fromkeys(layers[:4])) + (", ..." if len(layers) > 4 else "")
+            out.append(
+                f"{top}: only {len(layers)} of its {total[top]} keys are merged ({shown}); "
+                "the rest differ in the donors, so these layers are blended while what feeds them is not - "
+                f"pin them to the anchor (--keep '^{top}\\.') unless the modules really are the same"
+            )
+    return out
 
 
 def rename_donor_keys(
