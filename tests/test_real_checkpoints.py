@@ -395,7 +395,7 @@ def test_conversions_round_trip_bit_identically(tmp_path):
         result = runner.invoke(app, ["convert", str(tmp_path / src), str(tmp_path / dst), "--to", to])
         assert result.exit_code == 0, result.output
     assert (
-        "have no name in the hf layout"
+        "of a SegFormer head the hf layout names"
         in runner.invoke(app, ["convert", str(tmp_path / "a.pth"), str(tmp_path / "x.pth"), "--to", "hf"]).output
     )
     back = open_checkpoint(tmp_path / "d.pth").state_dict()

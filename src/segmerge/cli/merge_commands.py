@@ -186,8 +186,8 @@ def convert(
     if unchanged:
         shown = ", ".join(unchanged[:6]) + (f" and {len(unchanged) - 6} more" if len(unchanged) > 6 else "")
         stderr.print(
-            f"[yellow]warning:[/] {len(unchanged)} tensors have no name in the {to} layout and were written "
-            f"unchanged (a head that framework does not have?): {shown}",
+            f"[yellow]warning:[/] {len(unchanged)} tensors are not part of the MiT encoder or of a SegFormer head "
+            f"the {to} layout names, and were written under their own names (another head?): {shown}",
             highlight=False,
         )
 
