@@ -449,3 +449,19 @@ def test_daformer_and_mmseg1_segformer_merge_every_encoder_tensor(tmp_path):
     expected = api.merge([daformer(1), {**mit_mmseg0(2), bias: segformer_head_mmseg1(2)[bias]}])
     assert all(torch.equal(got[k], expected[k]) for k in mit_mmseg0(1))
     assert not torch.equal(got["backbone.block1.0.attn.kv.weight"], daformer(1)["backbone.block1.0.attn.kv.weight"])
+
+
+def test_networks_in_mic_files_and_no_false_copies(monkeypatch):
+    import real_layouts
+
+    from segmerge.merging.networks import pick_network
+
+    # MIC (lhoyer/MIC seg/mmseg/models/uda/dacs.py l. 94-101, masking_consistency_module.py
+    # l. 37 and teacher_module.py l. 33): with its own EMA teacher, a fourth copy under mic.teacher.ema_model.
+    state = {**uda_wrapper(0), **{f"mic.teacher.ema_model.{k}": v for k, v in daformer(7).items()}}
+    nets = find_networks({k: TensorMeta.of(v) for k, v in state.items()})
+    assert [n.prefix for n in nets] == ["model.", "ema_model.", "imnet_model.", "mic.teacher.ema_model."]
+    assert pick_network(nets, None).prefix == "model." and pick_network(nets, "teacher").prefix == "ema_model."
+    # a deep stage of identical blocks (MiT-B5 has 40 in stage 3) is one network, not copies
+    monkeypatch.setattr(real_layouts, "DEPTHS", (2, 2, 12, 2))
+    assert find_networks({k: TensorMeta.of(v) for k, v in real_layouts.daformer(0).items()}) == []
