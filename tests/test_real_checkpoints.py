@@ -465,3 +465,34 @@ def test_networks_in_mic_files_and_no_false_copies(monkeypatch):
     # a deep stage of identical blocks (MiT-B5 has 40 in stage 3) is one network, not copies
     monkeypatch.setattr(real_layouts, "DEPTHS", (2, 2, 12, 2))
     assert find_networks({k: TensorMeta.of(v) for k, v in real_layouts.daformer(0).items()}) == []
+
+
+def test_mask2former_forward_order_from_a_name_sorted_file():
+    """Key names as transformers' models/mask2former/modeling_mask2former.py registers them
+    (Mask2FormerForUniversalSegmentation: model.pixel_level_module.{encoder, decoder},
+    model.transformer_module, class_predictor)."""
+    from segmerge.merging.forward_order import forward_order
+
+    pix, trf = "model.pixel_level_module.decoder.", "model.transformer_module."
+    forward = [
+        "model.pixel_level_module.encoder.embeddings.patch_embeddings.projection.weight",
+        "model.pixel_level_module.encoder.encoder.layers.0.blocks.0.layernorm_before.weight",
+        "model.pixel_level_module.encoder.encoder.layers.1.blocks.0.layernorm_before.weight",
+        pix + "input_projections.0.0.weight",
+        pix + "level_embed",
+    ]
+    for b in (0, 1, 10):
+        forward += [pix + f"encoder.layers.{b}.self_attn.value_proj.weight", pix + f"encoder.layers.{b}.fc1.weight"]
+    forward += [pix + "adapter_1.0.weight", pix + "layer_1.0.weight", pix + "mask_projection.weight"]
+    forward += [trf + "queries_embedder.weight"]
+    for b in (0, 2, 9):
+        forward += [
+            trf + f"decoder.layers.{b}.cross_attn.in_proj_weight",
+            trf + f"decoder.layers.{b}.self_attn.q_proj.weight",
+            trf + f"decoder.layers.{b}.final_layer_norm.weight",
+        ]
+    forward += [trf + "decoder.layernorm.weight", trf + "decoder.mask_predictor.mask_embedder.0.0.weight"]
+    forward += ["class_predictor.weight"]
+    found = forward_order(sorted(forward))
+    assert found is not None and found.families == ["mask2former-hf"]
+    assert found.keys == forward

@@ -132,11 +132,67 @@ HEADS = [
     (r"auxiliary_head\.", (2, 0)),
 ]
 
+_PIX = r"model\.pixel_level_module\.decoder\."
+_TRF = r"model\.transformer_module\."
+
+#: Hugging Face Mask2Former (transformers models/mask2former/modeling_mask2former.py): the
+#: backbone (``pixel_level_module.encoder``, in its own order), the pixel decoder (input
+#: projections, level embeddings, deformable encoder layers, then the FPN adapter_i/layer_i
+#: and mask_projection), the transformer decoder (queries, then each layer's masked
+#: cross-attention, self-attention and FFN), and last the predictors used on its outputs.
+MASK2FORMER_HF = [
+    (r"model\.pixel_level_module\.encoder\.", (0, 0)),
+    (_PIX + r"input_projections\.", (0, 1, 0)),
+    (_PIX + r"level_embed", (0, 1, 1)),
+    *_block(
+        _PIX + r"encoder\.layers\.(?P<b>\d+)\.",
+        [
+            r"self_attn\.value_proj",
+            r"self_attn\.sampling_offsets",
+            r"self_attn\.attention_weights",
+            r"self_attn\.output_proj",
+            r"self_attn_layer_norm",
+            r"fc1",
+            r"fc2",
+            r"final_layer_norm",
+        ],
+        (0, 1, 2, "b"),
+    ),
+    (_PIX + r"adapter_(?P<i>\d+)\.", (0, 1, 3, "-i", 0)),
+    (_PIX + r"layer_(?P<i>\d+)\.", (0, 1, 3, "-i", 1)),
+    (_PIX + r"mask_projection\.", (0, 1, 4)),
+    (_PIX, (0, 1, 5)),
+    (_TRF + r"(input_projections|level_embed)", (0, 2, 0)),
+    (_TRF + r"queries_(features|embedder)", (0, 2, 1)),
+    *_block(
+        _TRF + r"decoder\.layers\.(?P<b>\d+)\.",
+        [
+            r"cross_attn\.in_proj_(weight|bias)",
+            r"cross_attn\.out_proj",
+            r"cross_attn_layer_norm",
+            r"self_attn\.q_proj",
+            r"self_attn\.k_proj",
+            r"self_attn\.v_proj",
+            r"self_attn\.out_proj",
+            r"self_attn_layer_norm",
+            r"fc1",
+            r"fc2",
+            r"final_layer_norm",
+        ],
+        (0, 2, 2, "b"),
+    ),
+    (_TRF + r"decoder\.layernorm", (0, 3, 0)),
+    (_TRF + r"decoder\.mask_predictor\.", (0, 3, 1)),
+    (_TRF, (0, 2, 3)),
+    (r"class_predictor\.", (0, 3, 2)),
+]
+
 PROFILES: dict[str, list[tuple[str, Rank]]] = {
     "mit-mmseg0": MIT_MMSEG0,
     "mit-mmseg1": MIT_MMSEG1,
     "mit-hf": MIT_HF,
     "mmseg-heads": HEADS,
+    "mask2former-hf": MASK2FORMER_HF,
 }
 
 #: Rank of a module name inside a matched module: a convolution or projection before its norm.
