@@ -496,3 +496,39 @@ def test_mask2former_forward_order_from_a_name_sorted_file():
     found = forward_order(sorted(forward))
     assert found is not None and found.families == ["mask2former-hf"]
     assert found.keys == forward
+
+
+def test_edaps_panoptic_model_forward_order():
+    """EDAPS's MaskRCNNPanoptic registers backbone, neck, rpn_head, roi_head, then decode_head
+    (susaha/edaps mmdet/models/detectors/mask_rcnn_panoptic.py l. 48; mmdet fpn.py, rpn_head.py,
+    convfc_bbox_head.py, fcn_mask_head.py)."""
+    from segmerge.merging.forward_order import forward_order
+
+    encoder = list(real_layouts_mit())
+    neck = [f"neck.lateral_convs.{i}.conv.weight" for i in range(4)] + [
+        f"neck.fpn_convs.{i}.conv.weight" for i in range(4)
+    ]
+    rpn = ["rpn_head.rpn_conv.weight", "rpn_head.rpn_cls.weight", "rpn_head.rpn_reg.weight"]
+    bbox = [f"roi_head.bbox_head.{m}.weight" for m in ("shared_fcs.0", "shared_fcs.1", "fc_cls", "fc_reg")]
+    mask = [f"roi_head.mask_head.convs.{i}.conv.weight" for i in range(4)]
+    mask += ["roi_head.mask_head.upsample.weight", "roi_head.mask_head.conv_logits.weight"]
+    head = [k for k in daformer(0) if k.startswith("decode_head.")]
+    registered = encoder + neck + rpn + bbox + mask + head
+    found = forward_order(registered)
+    assert found is not None and "mmdet-panoptic" in found.families and found.unmatched == 0
+    keys = found.keys
+    assert keys.index("backbone.norm4.bias") < keys.index("neck.lateral_convs.0.conv.weight")
+    assert keys.index("neck.fpn_convs.3.conv.weight") < keys.index("decode_head.embed_layers.0.proj.weight")
+    assert keys.index("decode_head.conv_seg.bias") < keys.index("rpn_head.rpn_conv.weight")
+    assert keys[-1] == "roi_head.mask_head.conv_logits.weight"
+
+    def layers(ks):
+        return list(dict.fromkeys(k.rpartition(".")[0] for k in ks))
+
+    assert layers(forward_order(sorted(registered)).keys) == layers(keys)  # a name-sorted file: same layer order
+
+
+def real_layouts_mit():
+    from real_layouts import mit_mmseg0
+
+    return mit_mmseg0(0)

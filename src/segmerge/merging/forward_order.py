@@ -132,6 +132,30 @@ HEADS = [
     (r"auxiliary_head\.", (2, 0)),
 ]
 
+#: EDAPS's MaskRCNNPanoptic (susaha/edaps mmdet/models/detectors/mask_rcnn_panoptic.py: a
+#: TwoStageDetector - backbone, neck, rpn_head, roi_head - plus a DAFormer decode_head, l. 48;
+#: configs/_base_/models/maskrcnn_sepaspp_mitb5.py) with mmdet's FPN (lateral_convs, then
+#: fpn_convs), RPNHead (rpn_conv, rpn_cls, rpn_reg), Shared2FCBBoxHead (shared_fcs, fc_cls,
+#: fc_reg) and FCNMaskHead (convs, upsample, conv_logits). The branches run side by side;
+#: by convention the neck comes before the semantic head and the instance heads after it.
+MMDET_PANOPTIC = [
+    (r"neck\.lateral_convs\.(?P<i>\d+)\.", (1, -2, 0, "i")),
+    (r"neck\.fpn_convs\.(?P<i>\d+)\.", (1, -2, 1, "i")),
+    (r"neck\.", (1, -2, 2)),
+    (r"rpn_head\.rpn_conv\.", (3, 0, 0)),
+    (r"rpn_head\.rpn_cls\.", (3, 0, 1)),
+    (r"rpn_head\.rpn_reg\.", (3, 0, 2)),
+    (r"rpn_head\.", (3, 0, 3)),
+    (r"roi_head\.bbox_head\.shared_fcs\.(?P<i>\d+)\.", (3, 1, 0, "i")),
+    (r"roi_head\.bbox_head\.fc_cls\.", (3, 1, 1)),
+    (r"roi_head\.bbox_head\.fc_reg\.", (3, 1, 2)),
+    (r"roi_head\.bbox_head\.", (3, 1, 3)),
+    (r"roi_head\.mask_head\.convs\.(?P<i>\d+)\.", (3, 2, 0, "i")),
+    (r"roi_head\.mask_head\.upsample\.", (3, 2, 1)),
+    (r"roi_head\.mask_head\.conv_logits\.", (3, 2, 2)),
+    (r"roi_head\.", (3, 3)),
+]
+
 _PIX = r"model\.pixel_level_module\.decoder\."
 _TRF = r"model\.transformer_module\."
 
@@ -192,6 +216,7 @@ PROFILES: dict[str, list[tuple[str, Rank]]] = {
     "mit-mmseg1": MIT_MMSEG1,
     "mit-hf": MIT_HF,
     "mmseg-heads": HEADS,
+    "mmdet-panoptic": MMDET_PANOPTIC,
     "mask2former-hf": MASK2FORMER_HF,
 }
 
