@@ -66,6 +66,14 @@ class Recipe(_Strict):
     overrides: list[OverrideSpec] = Field(default_factory=list)
     seed: int = 0
     output: str | None = None
+    network: str | None = Field(
+        None,
+        description="in files that hold one network several times (UDA training files): which to merge - "
+        "student (the default), teacher, imagenet, a key prefix, or 'all' for the whole file as one network",
+    )
+    keep_wrapper: bool = Field(False, description="write the other networks of a UDA training file too, unchanged")
+    allow_few: bool = Field(False, description="write the merge even when (almost) nothing of the anchor is merged")
+    order_from: int | None = Field(None, description="take layer order (depth) from this model's file order")
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -86,6 +94,8 @@ class Recipe(_Strict):
                 f"models[{self.anchor}] is the anchor: its weight comes from the depth schedule; "
                 "give weights to the donors only"
             )
+        if self.order_from is not None and not 0 <= self.order_from < m:
+            raise ValueError(f"order_from {self.order_from} is not a model position (0..{m - 1})")
         if self.models[self.anchor].rename:
             raise ValueError(f"models[{self.anchor}] is the anchor: rename the donors onto its names instead")
         for o in self.overrides:
@@ -119,6 +129,9 @@ class Recipe(_Strict):
                 m.pop("weight")
         if not data["overrides"]:
             data.pop("overrides")
+        for name, default in (("network", None), ("keep_wrapper", False), ("allow_few", False), ("order_from", None)):
+            if data[name] == default:
+                data.pop(name)
         for o in data.get("overrides", []):
             if o["weights"] is None:
                 o.pop("weights")

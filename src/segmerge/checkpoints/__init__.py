@@ -37,6 +37,7 @@ from segmerge.checkpoints.safetensors_file import (
     write_safetensors,
 )
 from segmerge.errors import CheckpointError
+from segmerge.merging.networks import Network, find_networks, pick_network
 from segmerge.merging.sources import TensorMeta
 
 Format = Literal["pth", "safetensors", "hf-folder"]
@@ -50,12 +51,46 @@ class Checkpoint:
     path: Path
     format: Format
     source: object  # a TensorSource
-    order: str = "file"  # how the key order was found: file, model-class, key-names
+    order: str = "file"  # how the key order was found: forward (FAMILIES), file, key-names
+    #: Which of several networks stored in the file to read (UDA training files): a role
+    #: (student, teacher, imagenet), a prefix, or "all" for the whole file as one network.
+    network: str | None = None
 
     def __post_init__(self):
-        metas = self.source.metas()
+        all_metas = self.source.metas()
+        self.networks = find_networks(all_metas) if self.network != "all" else []
+        self.prefix = ""
+        if self.networks:
+            try:
+                self.prefix = pick_network(self.networks, self.network).prefix
+            except ValueError as exc:
+                raise CheckpointError(f"{self.path}: {exc}") from None
+            all_metas = {k[len(self.prefix) :]: m for k, m in all_metas.items() if k.startswith(self.prefix)}
         config = hf_config(self.path) if self.format == "hf-folder" else None
-        self._metas, self.order = restore_order(metas, config)
+        self._metas, self.order = restore_order(all_metas, config)
+
+    def peek(self, key: str, count: int) -> torch.Tensor:
+        """At least the first ``count`` values of a tensor, flattened; cheap where the format allows."""
+        peek = getattr(self.source, "peek", None)
+        if peek is not None:
+            return peek(self.prefix + key, count)
+        return self.get(key).reshape(-1)[:count]
+
+    @property
+    def chosen_network(self) -> Network | None:
+        return next((n for n in self.networks if n.prefix == self.prefix), None) if self.networks else None
+
+    def other_keys(self) -> list[str]:
+        """The file's keys outside the network read (the other networks of a UDA training file)."""
+        return (
+            [k for k in self.source.metas() if not (self.prefix and k.startswith(self.prefix))] if self.prefix else []
+        )
+
+    def raw_meta(self, key: str) -> TensorMeta:
+        return self.source.metas()[key]
+
+    def raw_get(self, key: str) -> torch.Tensor:
+        return self.source.get(key)
 
     @property
     def label(self) -> str:
@@ -65,7 +100,7 @@ class Checkpoint:
         return self._metas
 
     def get(self, key: str) -> torch.Tensor:
-        return self.source.get(key)
+        return self.source.get(self.prefix + key)
 
     @property
     def pth_content(self) -> Unwrapped | None:
@@ -84,9 +119,16 @@ class Checkpoint:
         return {k: self.get(k) for k in self._metas}
 
 
-def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
-    """Open any supported checkpoint without reading its tensors yet."""
-    path = Path(path)
+def open_checkpoint(path: str | Path, trust_pickle: bool = False, network: str | None = None) -> Checkpoint:
+    """Open any supported checkpoint without reading its tensors yet.
+
+    A file holding one network several times (a UDA training file: student, EMA teacher,
+    ImageNet model) is read as the one ``network`` names: by default the student.
+    """
+    return _open(Path(path), trust_pickle, network)
+
+
+def _open(path: Path, trust_pickle: bool, network: str | None) -> Checkpoint:
     label = str(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or folder")
@@ -96,25 +138,28 @@ def open_checkpoint(path: str | Path, trust_pickle: bool = False) -> Checkpoint:
                 f"{path}: a folder without model weights; a Hugging Face folder holds config.json and "
                 "model.safetensors or pytorch_model.bin"
             )
-        return Checkpoint(path, "hf-folder", open_hf_folder(path, trust_pickle, label))
+        return Checkpoint(path, "hf-folder", open_hf_folder(path, trust_pickle, label), network=network)
     name = path.name
     if name.endswith(".safetensors"):
-        return Checkpoint(path, "safetensors", SafetensorsSource(path, label))
+        return Checkpoint(path, "safetensors", SafetensorsSource(path, label), network=network)
     if name.endswith(".safetensors.index.json"):
-        return Checkpoint(path, "safetensors", ShardedSafetensorsSource(path, label))
+        return Checkpoint(path, "safetensors", ShardedSafetensorsSource(path, label), network=network)
     if name.endswith(".index.json"):
-        return Checkpoint(path, "pth", open_hf_folder(path.parent, trust_pickle, label))
+        return Checkpoint(path, "pth", open_hf_folder(path.parent, trust_pickle, label), network=network)
     if path.suffix in PTH_SUFFIXES:
-        return Checkpoint(path, "pth", PthSource(path, trust_pickle, label))
+        return Checkpoint(path, "pth", PthSource(path, trust_pickle, label), network=network)
     raise CheckpointError(
         f"{path}: unknown checkpoint type; expected .pth/.pt/.bin/.ckpt, .safetensors "
         "(or its .index.json), or a Hugging Face model folder"
     )
 
 
-def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The whole state dict of a checkpoint, unwrapped, in module order."""
-    return open_checkpoint(path, trust_pickle).state_dict()
+def load_checkpoint(
+    path: str | Path, trust_pickle: bool = False, network: str | None = None
+) -> dict[str, torch.Tensor]:
+    """The whole state dict of a checkpoint (of its student, for a UDA training file), unwrapped,
+    in module order."""
+    return open_checkpoint(path, trust_pickle, network).state_dict()
 
 
 def output_format(path: Path) -> Format:

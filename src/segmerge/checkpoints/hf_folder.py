@@ -114,3 +114,35 @@ def write_hf_folder(
 
 def _is_weight_shard(path: Path) -> bool:
     return path.suffix in (".safetensors", ".bin", ".pth", ".pt") or path.name.endswith(".index.json")
+
+
+def segformer_config(metas: Mapping[str, TensorMeta]) -> str:
+    """A transformers SegFormer ``config.json`` for tensors in its layout, read off their shapes.
+
+    Strides are MiT's (4, 2, 2, 2) and each stage has one attention head per 64 channels
+    (MiT-B0..B5: 1, 2, 5, 8), neither of which the shapes record.
+    """
+    enc = "segformer.encoder."
+    stages = sorted({int(k.split(".")[3]) for k in metas if k.startswith(enc + "patch_embeddings.")})
+    proj = [metas[f"{enc}patch_embeddings.{s}.proj.weight"].shape for s in stages]
+    hidden = [p[0] for p in proj]
+    depths = [len({k.split(".")[4] for k in metas if k.startswith(f"{enc}block.{s}.")}) for s in stages]
+    sr = [metas[k].shape[2] if (k := f"{enc}block.{s}.0.attention.self.sr.weight") in metas else 1 for s in stages]
+    mlp = [metas[f"{enc}block.{s}.0.mlp.dense1.weight"].shape[0] // h for s, h in zip(stages, hidden, strict=True)]
+    config = {
+        "model_type": "segformer",
+        "architectures": ["SegformerForSemanticSegmentation"],
+        "num_channels": proj[0][1],
+        "num_encoder_blocks": len(stages),
+        "depths": depths,
+        "sr_ratios": sr,
+        "hidden_sizes": hidden,
+        "patch_sizes": [p[2] for p in proj],
+        "strides": [4, 2, 2, 2][: len(stages)],
+        "num_attention_heads": [max(1, h // 64) for h in hidden],
+        "mlp_ratios": mlp,
+    }
+    if "decode_head.classifier.weight" in metas:
+        config["decoder_hidden_size"] = metas["decode_head.linear_c.0.proj.weight"].shape[0]
+        config["num_labels"] = metas["decode_head.classifier.weight"].shape[0]
+    return json.dumps(config, indent=2) + "\n"

@@ -1,11 +1,13 @@
-"""Recovering module order when a file stores its keys sorted by name.
+"""The order of a checkpoint's layers, which gives their depth.
 
-Depth in the layer-wise rule follows module registration order. ``.pth`` files keep it;
-safetensors files written by the ``safetensors`` library (and so by ``save_pretrained``)
-sort keys by name, where ``block.10`` precedes ``block.2`` and ``decode_head`` precedes
-the encoder. For such files the order is rebuilt: from the Hugging Face model class named
-in ``config.json`` when ``transformers`` can build it (on the meta device: no weights),
-otherwise from the key names (numbers compared as numbers, stage by stage, heads last).
+Depth in the layer-wise rule follows the forward pass. For the families the field uses
+(MiT in its three layouts, the mmseg and transformers SegFormer, DAFormer, HRDA and UperNet
+heads) the order comes from their profiles (:mod:`segmerge.merging.forward_order`), the
+same from every file format. Otherwise ``.pth`` files keep module registration order,
+which is used as it is; safetensors files written by the ``safetensors`` library (and so
+by ``save_pretrained``) sort keys by name, where ``block.10`` precedes ``block.2`` and
+``decode_head`` precedes the encoder: for those the order is rebuilt from the key names
+(numbers compared as numbers, stage by stage, heads last), and the plan warns.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from segmerge.merging.forward_order import forward_order
 from segmerge.merging.sources import TensorMeta
 
 HEAD_NAMES = {
@@ -58,35 +61,17 @@ def _sort_key(key: str):
     return (is_head, is_classifier, stage, role, natural)
 
 
-def hf_model_order(config: Mapping) -> list[str] | None:
-    """Module registration order of the Hugging Face model a config describes, if buildable."""
-    architectures = config.get("architectures") or []
-    if not architectures or "model_type" not in config:
-        return None
-    try:
-        import torch
-        import transformers
-
-        model_class = getattr(transformers, architectures[0])
-        config_obj = transformers.AutoConfig.for_model(**dict(config))
-        with torch.device("meta"):
-            model = model_class(config_obj)
-        return list(model.state_dict().keys())
-    except Exception:  # an architecture this transformers cannot build: fall back to names
-        return None
-
-
 def restore_order(metas: Mapping[str, TensorMeta], config: Mapping | None = None) -> tuple[dict[str, TensorMeta], str]:
-    """The metas in module order, and how that order was found."""
+    """The metas in forward order, and how that order was found.
+
+    ``forward (FAMILIES)`` when a profile of :mod:`segmerge.merging.forward_order` knows the
+    keys (whatever the file's order), else ``file`` when the file keeps module order, else
+    ``key-names`` (the heuristic below). ``config`` is accepted for compatibility and unused.
+    """
     keys = list(metas)
+    found = forward_order(keys)
+    if found is not None:
+        return {k: metas[k] for k in found.keys}, f"forward ({', '.join(found.families)})"
     if not looks_name_sorted(keys, metas):
         return dict(metas), "file"
-    if config is not None:
-        reference = hf_model_order(config)
-        if reference:
-            rank = {k: i for i, k in enumerate(reference)}
-            known = [k for k in keys if k in rank]
-            if len(known) >= 0.9 * len(keys):
-                ordered = sorted(known, key=rank.__getitem__) + heuristic_order([k for k in keys if k not in rank])
-                return {k: metas[k] for k in ordered}, "model-class"
     return {k: metas[k] for k in heuristic_order(keys)}, "key-names"

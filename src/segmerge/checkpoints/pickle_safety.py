@@ -43,6 +43,20 @@ class OpaqueObject:
         return "<opaque object>"
 
 
+def opaque_getattr(obj: Any, name: Any) -> OpaqueObject:
+    """Stands in for ``builtins.getattr`` in pickles: returns a record, looks nothing up.
+
+    Pickle protocol 2 (``torch.save``'s) names a function defined in a class body, such as a
+    statistics method of mmengine's ``HistoryBuffer``, as ``getattr(TheClass, "name")``.
+    The file's runtime state needs no such function to be merged.
+    """
+    return OpaqueObject(obj, name)
+
+
+#: Globals unpickled as inert stand-ins, by name.
+STAND_INS = {"builtins.getattr": opaque_getattr}
+
+
 def _numpy_globals() -> list:
     core = np._core if hasattr(np, "_core") else np.core
     out: list = [np.ndarray, np.dtype, core.multiarray._reconstruct, core.multiarray.scalar]
@@ -64,17 +78,17 @@ def load_pth(path: Path, trust_pickle: bool = False, mmap: bool = True) -> tuple
     try:
         return _load(path, weights_only=True, mmap=mmap, extra=extra)
     except pickle.UnpicklingError as exc:
-        unsafe = _unsafe_globals(path)
+        unsafe = _unsafe_globals(path, extra)
         if not unsafe:
             raise CheckpointError(f"{path}: cannot be unpickled safely ({_first_line(exc)})") from None
-        refused = [g for g in unsafe if not g.startswith(OPAQUE_PREFIXES)]
+        refused = [g for g in unsafe if not g.startswith(OPAQUE_PREFIXES) and g not in STAND_INS]
         if refused:
             raise UnsafeCheckpointError(
                 f"{path}: loading it would import {', '.join(refused[:5])} and could run code "
                 "from the file; segmerge refuses. If you trust the file's origin, pass "
                 "--trust-pickle (trust_pickle=True)"
             ) from None
-        extra += [(OpaqueObject, name) for name in unsafe]
+        extra += [(STAND_INS.get(name, OpaqueObject), name) for name in unsafe]
         return _load(path, weights_only=True, mmap=mmap, extra=extra)
 
 
@@ -89,9 +103,11 @@ def _load(path: Path, weights_only: bool, mmap: bool, extra: list) -> tuple[Any,
         return torch.load(path, map_location="cpu", weights_only=weights_only), False
 
 
-def _unsafe_globals(path: Path) -> list[str]:
+def _unsafe_globals(path: Path, allowed: list) -> list[str]:
+    """The globals the file names that are neither torch's safe ones nor in ``allowed``."""
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        with torch.serialization.safe_globals(allowed):
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:  # legacy format: the globals cannot be listed
         return []
 
@@ -101,12 +117,22 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+_DROPPED = object()
+
+
 def plain_data(obj: Any) -> Any:
-    """Metadata with inert records dropped, so it can be written back and re-read safely."""
+    """Metadata with inert records dropped (and nothing else: ``None`` values stay), so it can be
+    written back and re-read safely."""
+    out = _plain(obj)
+    return None if out is _DROPPED else out
+
+
+def _plain(obj: Any) -> Any:
     if isinstance(obj, OpaqueObject):
-        return None
+        return _DROPPED
     if isinstance(obj, dict):
-        return {k: v for k, v in ((k, plain_data(v)) for k, v in obj.items()) if v is not None}
+        return {k: v for k, v in ((k, _plain(v)) for k, v in obj.items()) if v is not _DROPPED}
     if isinstance(obj, list | tuple):
-        return type(obj)(plain_data(v) for v in obj)
+        items = [v for v in (_plain(v) for v in obj) if v is not _DROPPED]
+        return type(obj)(items) if type(obj) in (list, tuple) else obj
     return obj

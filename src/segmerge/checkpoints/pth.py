@@ -93,6 +93,10 @@ class PthSource:
             release_pages(tensor, FAULT_AROUND, self._bounds)
         return copy
 
+    def peek(self, key: str, count: int) -> torch.Tensor:
+        """The first ``count`` values of a tensor (flattened), read without copying the rest."""
+        return self.content.tensors[key].reshape(-1)[:count].clone()
+
 
 def _mapped_bounds(tensors) -> tuple[int, int] | None:
     """The address range the file's tensors span inside its memory map."""
@@ -105,6 +109,12 @@ def _load(path: Path, trust_pickle: bool):
         return load_pth(path, trust_pickle=trust_pickle)
     except CheckpointError:
         raise
+    except ImportError as exc:  # --trust-pickle: the file names a class of a package not installed
+        raise CheckpointError(
+            f"{path}: unpickling it needs the module {exc.name or str(exc)!r}, which is not installed "
+            "(--trust-pickle imports every class the file names). Without --trust-pickle segmerge reads "
+            "OpenMMLab (mmengine/mmcv/mmseg) files without those packages"
+        ) from None
     except Exception as exc:  # torch reports truncation and foreign files in many ways
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(

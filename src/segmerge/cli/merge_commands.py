@@ -32,6 +32,23 @@ Consensus = Annotated[str | None, typer.Option("--consensus", help="dare: sum or
 Rename = Annotated[list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")]
 Keep = Annotated[list[str] | None, typer.Option("--keep", help="REGEX: keys kept from the anchor (repeatable)")]
 Seed = Annotated[int | None, typer.Option("--seed", help="seed for random methods (dare)")]
+Network = Annotated[
+    str | None,
+    typer.Option(
+        "--network",
+        help="files holding one network several times (UDA training files): student (default), teacher, "
+        "imagenet, a key prefix, or all",
+    ),
+]
+KeepWrapper = Annotated[
+    bool, typer.Option("--keep-wrapper", help="UDA training files: write the anchor's other networks too")
+]
+OrderFrom = Annotated[
+    int | None, typer.Option("--order-from", help="take layer order (depth) from model N's key order")
+]
+AllowFew = Annotated[
+    bool, typer.Option("--allow-few", help="write the merge even if (almost) nothing of the anchor is merged")
+]
 RecipeFile = Annotated[Path | None, typer.Option("--recipe", "-r", help="a recipe YAML file")]
 TrustPickle = Annotated[
     bool,
@@ -42,12 +59,14 @@ TrustPickle = Annotated[
 RECIPE_FLAGS = (
     "anchor", "method", "base", "weights", "rename", "keep", "seed",
     "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus",
+    "network", "keep_wrapper", "order_from", "allow_few",
 )  # fmt: skip
+BOOL_FLAGS = ("keep_wrapper", "allow_few")
 
 
 def _recipe(models, recipe_file, given: dict):
     """The recipe the command runs: from --recipe, or from the models and the recipe flags."""
-    options = recipe_options(**{k: given[k] for k in RECIPE_FLAGS})
+    options = recipe_options(**{k: (given.get(k) or None) if k in BOOL_FLAGS else given.get(k) for k in RECIPE_FLAGS})
     if recipe_file is not None:
         if models or options:
             given = ", ".join(["MODELS"] * bool(models) + [f"--{k.replace('_', '-')}" for k in options])
@@ -76,6 +95,9 @@ def plan(
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
+    network: Network = None,
+    keep_wrapper: KeepWrapper = False,
+    order_from: OrderFrom = None,
     recipe: RecipeFile = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the plan as JSON")] = False,
     check: Annotated[bool, typer.Option(help="read tensors to warn about unrelated layers")] = True,
@@ -112,9 +134,14 @@ def merge(
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
+    network: Network = None,
+    keep_wrapper: KeepWrapper = False,
+    order_from: OrderFrom = None,
+    allow_few: AllowFew = False,
     recipe: RecipeFile = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
     dump_recipe: Annotated[bool, typer.Option("--dump-recipe", help="print the recipe that ran (YAML)")] = False,
+    check: Annotated[bool, typer.Option(help="read a sample of the tensors to warn about unrelated layers")] = True,
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Merge the models into one checkpoint (layer-wise by default, docs/method.md defaults)."""
@@ -124,8 +151,14 @@ def merge(
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
     the_recipe = the_recipe.model_copy(update={"output": str(target)})
     opened = api.open_merge(the_recipe, trust_pickle)
+    if check:
+        api.check_related(opened)
+    for note in opened.plan.notes:
+        stderr.print(f"[green]note:[/] {note}", highlight=False)
+    for hint in opened.plan.hints:
+        stderr.print(f"[cyan]hint:[/] {hint}", highlight=False)
     for warning in opened.plan.warnings:
-        stderr.print(f"[yellow]warning:[/] {warning}")
+        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
     with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)
         written = api.write_merge(opened, Path(target), overwrite)
     counts = opened.plan.counts()
@@ -135,6 +168,28 @@ def merge(
     )
     if dump_recipe:
         stdout.print(the_recipe.to_yaml(), end="", markup=False)
+
+
+@app.command()
+@user_errors
+def convert(
+    checkpoint: Annotated[str, typer.Argument(help="a checkpoint with a MiT encoder (SegFormer, DAFormer, HRDA, ...)")],
+    output: Annotated[Path, typer.Argument(help="output: .pth, .safetensors or a folder (Hugging Face)")],
+    to: Annotated[str, typer.Option("--to", help="layout to write: hf, mmseg (0.x, DAFormer's) or mmseg1")],
+    network: Network = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+    trust_pickle: TrustPickle = False,
+) -> None:
+    """Write a MiT encoder (and SegFormer MLP head) in another framework's key layout, exactly."""
+    written, layout, unchanged = api.convert(checkpoint, output, to, trust_pickle, network, overwrite)
+    stderr.print(f"wrote {written} ({layout} -> {to})", highlight=False)
+    if unchanged:
+        shown = ", ".join(unchanged[:6]) + (f" and {len(unchanged) - 6} more" if len(unchanged) > 6 else "")
+        stderr.print(
+            f"[yellow]warning:[/] {len(unchanged)} tensors are not part of the MiT encoder or of a SegFormer head "
+            f"the {to} layout names, and were written under their own names (another head?): {shown}",
+            highlight=False,
+        )
 
 
 @app.command("recipe")

@@ -16,6 +16,8 @@ def render_plan(plan: MergePlan, console: Console, all_keys: bool = False) -> No
     for i, label in enumerate(plan.models):
         role = "anchor" if i == plan.anchor else "donor"
         console.print(f"  {names[i]:>4}  {role:<6} {label}")
+    for note in plan.notes:
+        console.print(f"[green]note:[/] {note}", highlight=False)
     table = Table(title=f"{len(plan.layers)} layers to merge (weights per model; * = anchor)")
     table.add_column("#", justify="right")
     table.add_column("layer", overflow="fold")

@@ -6,6 +6,7 @@ shows exactly what ``segmerge merge`` will do. docs/method.md rules 1-5 live her
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,6 +90,10 @@ class MergePlan:
     hints: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     base: str | None = None
+    #: The share of the anchor's floating-point values the merge changes.
+    merged_share: float = 1.0
+    #: What was found in the inputs and what the merge does about it (not a problem).
+    notes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -127,9 +132,15 @@ class MergePlan:
                 "donor_keys": [asdict(d) for d in self.donor_keys],
                 "hints": self.hints,
                 "warnings": self.warnings,
+                "notes": self.notes,
+                "merged_share": self.merged_share,
             }
         )
 
+
+#: Below this share of the anchor's floating-point values merged, a merge is refused unless
+#: allowed (``--allow-few``): its output would be (nearly) the anchor.
+FEW_MERGED = 0.1
 
 #: (a merged key's plan, the donors that hold it): what rules 3 and 4 work on.
 Eligible = tuple[KeyPlan, list[int]]
@@ -165,9 +176,77 @@ def build_plan(
         donor_keys=report_donor_keys(metas, donor_maps, matched, collisions),
         base=base_label,
     )
-    result.hints = rename_hints(result)
-    result.warnings = plan_warnings(eligible)
+    result.hints = rename_hints(result, metas)
+    result.merged_share = merged_share(keys, metas[anchor])
+    result.warnings = plan_warnings(eligible) + partial_module_warnings(keys)
     return result
+
+
+def merged_share(keys: Sequence[KeyPlan], anchor_metas: Mapping[str, TensorMeta]) -> float:
+    """The share of the anchor's floating-point values that the merge changes (0 to 1)."""
+    total = merged = 0
+    for k in keys:
+        meta = anchor_metas[k.key]
+        if not meta.is_float:
+            continue
+        size = math.prod(meta.shape)
+        total += size
+        if k.action == Action.MERGED:
+            merged += size
+    return merged / total if total else 0.0
+
+
+def partial_module_warnings(keys: Sequence[KeyPlan], shown: int = 5) -> list[str]:
+    """Modules (a layer's parent: an attention block, an MLP) of which some layers are merged and
+    others keep the anchor's values because no donor holds them in that shape."""
+    merged: dict[str, set[str]] = {}
+    unmerged: dict[str, set[str]] = {}
+    for k in keys:
+        layer = layer_of(k.key)
+        module = layer_of(layer) if "." in layer else layer
+        if k.action == Action.MERGED:
+            merged.setdefault(module, set()).add(layer.rpartition(".")[2])
+        elif k.action in (Action.ANCHOR_ONLY, Action.SHAPE_MISMATCH):
+            unmerged.setdefault(module, set()).add(layer.rpartition(".")[2])
+    partial = [m for m in merged if m in unmerged]
+    warnings = _part_of_top_module(keys)
+    if not partial:
+        return warnings
+    listed = ", ".join(
+        f"{m} (merged {'/'.join(sorted(merged[m]))}; kept {'/'.join(sorted(unmerged[m] - merged[m]) or ['some keys'])})"
+        for m in partial[:shown]
+    )
+    more = f" and {len(partial) - shown} more" if len(partial) > shown else ""
+    return [
+        f"{len(partial)} modules are merged only in part, the rest keeping the anchor's values: {listed}{more}. "
+        "A module half from a blend and half from the anchor may not work as either; check the layouts "
+        "(see the shape mismatches and anchor-only keys)",
+        *warnings,
+    ]
+
+
+def _part_of_top_module(keys: Sequence[KeyPlan]) -> list[str]:
+    """Top-level modules (an encoder, a decode head) of which only a few keys are merged: e.g. two
+    different heads that happen to share a classifier's name and shape."""
+    merged: dict[str, list[str]] = {}
+    total: dict[str, int] = {}
+    for k in keys:
+        if k.action == Action.NON_FLOAT:
+            continue
+        top = k.key.split(".", 1)[0]
+        total[top] = total.get(top, 0) + 1
+        if k.action == Action.MERGED:
+            merged.setdefault(top, []).append(layer_of(k.key))
+    out = []
+    for top, layers in merged.items():
+        if len(layers) < 0.5 * total[top]:
+            shown = ", ".join(dict.fromkeys(layers[:4])) + (", ..." if len(layers) > 4 else "")
+            out.append(
+                f"{top}: only {len(layers)} of its {total[top]} keys are merged ({shown}); "
+                "the rest differ in the donors, so these layers are blended while what feeds them is not - "
+                f"pin them to the anchor (--keep '^{top}\\.') unless the modules really are the same"
+            )
+    return out
 
 
 def rename_donor_keys(
@@ -372,8 +451,12 @@ def key_in(model: int, anchor_key: str, anchor: int, donor_maps: Mapping[int, Ma
     return anchor_key if model == anchor else donor_maps[model][anchor_key]
 
 
-def rename_hints(plan: MergePlan) -> list[str]:
-    """Suggest a prefix rename for each donor whose unmatched keys would then match."""
+def rename_hints(plan: MergePlan, metas: Sequence[Mapping[str, TensorMeta]] | None = None) -> list[str]:
+    """Suggest a prefix rename for each donor whose unmatched keys would then match.
+
+    With ``metas``, a rename under which any key would land on an anchor key of another shape
+    is not suggested: it would only turn unmatched keys into shape mismatches.
+    """
     hints = []
     unmatched_anchor = [k.key for k in plan.keys if k.action == Action.ANCHOR_ONLY]
     for i in range(len(plan.models)):
@@ -386,11 +469,35 @@ def rename_hints(plan: MergePlan) -> list[str]:
         if found is None:
             continue
         src, dst, count = found
+        if metas is not None:
+            count = _same_shape_matches(plan, metas, i, src, dst)
+            if count is None:
+                continue
         hints.append(
             f"{count} unmatched keys of model {i} ({plan.models[i]}) would match the anchor's with "
             f"{suggest_rename_flag(i, src, dst)}"
         )
     return hints
+
+
+def _same_shape_matches(
+    plan: MergePlan, metas: Sequence[Mapping[str, TensorMeta]], model: int, src: str, dst: str
+) -> int | None:
+    """How many of donor ``model``'s unmatched keys the prefix rename src -> dst lands on an
+    unmatched anchor key of the same shape; None when any lands on one of another shape."""
+    anchor_metas = metas[plan.anchor]
+    open_keys = {k.key for k in plan.keys if k.action == Action.ANCHOR_ONLY}
+    count = 0
+    for d in plan.donor_keys:
+        if d.model != model or d.action != Action.DONOR_UNMATCHED or not d.renamed.startswith(src):
+            continue
+        target = dst + d.renamed[len(src) :]
+        if target not in open_keys:
+            continue
+        if anchor_metas[target].shape != metas[model][d.key].shape:
+            return None
+        count += 1
+    return count or None
 
 
 def _dtype_name(meta: TensorMeta) -> str:

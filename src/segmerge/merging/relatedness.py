@@ -8,6 +8,7 @@ prototype, a re-initialised decoder made the uniform soup collapse to ~0 mIoU).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,22 +25,29 @@ class LayerSimilarity:
     cosine: float
 
 
-def layer_similarities(plan: MergePlan, sources: Sequence[TensorSource]) -> list[LayerSimilarity]:
+#: Values per tensor the check compares (an even stride through the tensor): enough for a
+#: cosine, and it keeps the check cheaper than the merge itself.
+SAMPLE = 4096
+
+
+def layer_similarities(
+    plan: MergePlan, sources: Sequence[TensorSource], sample: int | None = SAMPLE
+) -> list[LayerSimilarity]:
     """Cosine similarity of each donor's tensors with the anchor's, per merged layer.
 
-    One-dimensional tensors (biases, norms) are left out: they start at constants, so they
-    look related whatever happened to the rest of the layer.
+    Every tensor of a layer counts, its 1-D ones (biases, norms) included, so a layer made
+    of norms alone is checked too. 1-D tensors are compared after removing their mean: they
+    start at constants (ones, zeros), which would make any two look alike. Each tensor is
+    compared on ``sample`` of its values (all of them with ``None``).
     """
     dots: dict[tuple[str, int], list[float]] = {}
     for key_plan in plan.keys:
         if key_plan.action != Action.MERGED or len(key_plan.sources) < 2:
             continue
         (a, a_key), *donors = key_plan.sources
-        anchor_t = sources[a].get(a_key).double().flatten()
-        if anchor_t.numel() < 2 or sources[a].metas()[a_key].shape.__len__() < 2:
-            continue
+        anchor_t = _sampled(sources[a], a_key, sample)
         for i, key in donors:
-            donor_t = sources[i].get(key).double().flatten()
+            donor_t = _sampled(sources[i], key, sample)
             acc = dots.setdefault((key_plan.layer, i), [0.0, 0.0, 0.0])
             acc[0] += float(anchor_t @ donor_t)
             acc[1] += float(anchor_t @ anchor_t)
@@ -49,6 +57,23 @@ def layer_similarities(plan: MergePlan, sources: Sequence[TensorSource]) -> list
         cosine = ab / (aa**0.5 * bb**0.5) if aa > 0 and bb > 0 else 1.0
         out.append(LayerSimilarity(layer, i, cosine))
     return out
+
+
+def _sampled(source: TensorSource, key: str, sample: int | None):
+    """The values compared: the whole tensor, or its first ``sample`` values (a few rows of a
+    weight matrix) where the source can read them alone, else ``sample`` at an even stride."""
+    shape = source.metas()[key].shape
+    peek = getattr(source, "peek", None)
+    if sample is not None and peek is not None and math.prod(shape) > sample:
+        flat = peek(key, sample)[:sample]
+    else:
+        flat = source.get(key).detach().reshape(-1)
+        if sample is not None and flat.numel() > sample:
+            flat = flat[:: flat.numel() // sample][:sample]
+    flat = flat.double()
+    if len(shape) <= 1:
+        flat = flat - flat.mean()
+    return flat
 
 
 def unrelated_layer_warnings(
