@@ -56,7 +56,9 @@ def same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
     (a flipped byte may hold 3, which torch copies as True)."""
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype or a.shape != b.shape:
         return False
-    if a.numel() == 0 or a.dtype == torch.bool:
+    if a.numel() == 0:
+        return True
+    if a.dtype == torch.bool:
         return torch.equal(a, b)
     return torch.equal(a.contiguous().reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
 

@@ -33,8 +33,11 @@ DTYPES: dict[str, torch.dtype] = {
     "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-# The dtypes safetensors.torch reads into torch tensors, where this torch has them.
+# The dtypes safetensors reads into torch tensors, where this torch has them. F4 is packed two
+# values a byte, as torch's float4_e2m1fn_x2: its tensors' last dimension is half the header's.
 for _name, _attr in (
+    ("F4", "float4_e2m1fn_x2"),
+    ("F8_E8M0", "float8_e8m0fnu"),
     ("F8_E4M3", "float8_e4m3fn"),
     ("F8_E5M2", "float8_e5m2"),
     ("F8_E4M3FNUZ", "float8_e4m3fnuz"),
@@ -48,7 +51,7 @@ for _name, _attr in (
         DTYPES[_name] = getattr(torch, _attr)
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 #: Every dtype the format defines (safetensors 0.8), with its size in bits; a header naming
-#: another is refused, one naming a dtype torch lacks (F4, F6_*, F8_E8M0) is refused too.
+#: another is refused, one naming a dtype torch lacks (F6_*, and others on older torch) too.
 FORMAT_BITS = {
     "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
     "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
@@ -213,14 +216,31 @@ def _read_header(path: Path):
             f"{path}: {size - data_start - covered} bytes after the last tensor belong to no tensor "
             "(bytes inserted or appended); the file is damaged"
         )
-    for key, _, dtype, _, _ in entries:
+    for key, shape, dtype, _, _ in entries:
         if dtype not in DTYPES:
             raise CheckpointError(f"{path}: tensor {key!r} has dtype {dtype}, which this torch cannot hold")
+        if dtype == "F4" and shape[-1] % 2:
+            raise CheckpointError(
+                f"{path}: tensor {key!r} of dtype F4 has the shape {list(shape)}; torch packs F4 two values a byte, "
+                "so its last dimension must be even"
+            )
     _library_check(path)
-    metas = {key: TensorMeta(shape, DTYPES[dtype]) for key, shape, dtype, _, _ in entries}
+    metas = {key: TensorMeta(_torch_shape(shape, dtype), DTYPES[dtype]) for key, shape, dtype, _, _ in entries}
     offsets = {key: (data_start + begin, data_start + end) for key, _, _, (begin, end), _ in entries}
     metas = {key: metas[key] for key in header}  # the header's order, as written
     return metas, offsets, metadata
+
+
+def _torch_shape(shape: tuple[int, ...], dtype: str) -> tuple[int, ...]:
+    """The shape of the torch tensor: F4's last dimension counts bytes of two values each."""
+    return (*shape[:-1], shape[-1] // 2) if dtype == "F4" else shape
+
+
+def _header_shape(meta: TensorMeta) -> list[int]:
+    shape = list(meta.shape)
+    if DTYPE_NAMES[meta.dtype] == "F4":
+        shape[-1] *= 2
+    return shape
 
 
 def _no_constants(name: str):
@@ -341,7 +361,7 @@ def _header(path: Path, metas: Mapping[str, TensorMeta], metadata: Mapping[str, 
         size = nbytes(meta)
         header[key] = {
             "dtype": DTYPE_NAMES[meta.dtype],
-            "shape": list(meta.shape),
+            "shape": _header_shape(meta),
             "data_offsets": [offset, offset + size],
         }
         offset += size
