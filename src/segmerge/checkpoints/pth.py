@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from segmerge.checkpoints.pickle_safety import load_pth, plain_data
+from segmerge.checkpoints.pickle_safety import load_pth, plain_data, unreadable
 from segmerge.errors import CheckpointError
 from segmerge.merging.sources import TensorMeta
 
@@ -111,9 +111,7 @@ def _load(path: Path, trust_pickle: bool):
         raise
     except Exception as exc:  # torch reports truncation and foreign files in many ways
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated, or another kind of file): {text}"
-        ) from None
+        raise CheckpointError(f"{path}: {unreadable(path, text)}") from None
 
 
 def check_storage_records(path: Path) -> None:
