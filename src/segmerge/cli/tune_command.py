@@ -89,10 +89,11 @@ def tune(
         raise SegmergeError("give at least two models to merge")
     if output.exists() and not overwrite:
         raise SegmergeError(f"{output}: already exists; pass --overwrite to replace it")
+    inference = InferenceConfig(device=device, amp=amp, batch_size=batch_size)  # checks --device before any work
     renames = parse_rename(rename) or None
     limit = budget if budget is not None and not learn_mode else images
     pixels = load_images(target_images, limit=limit, size=_size(size), seed=seed)
-    opened = TuningModels.open(models, model, InferenceConfig(device=device, amp=amp, batch_size=batch_size))
+    opened = TuningModels.open(models, model, inference)
     stderr.print(f"tuning on {len(pixels)} target images of {tuple(pixels.shape[1:3])} (labels are not read)")
     if learn_mode:
         steps = budget if budget is not None else DEFAULT_STEPS
