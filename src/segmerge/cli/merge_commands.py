@@ -119,10 +119,11 @@ def merge(
 ) -> None:
     """Merge the models into one checkpoint (layer-wise by default, docs/method.md defaults)."""
     the_recipe = _recipe(models, recipe, locals())
-    target = output if output is not None else the_recipe.output
+    target = api.output_path(the_recipe, output)
     if target is None:
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
-    the_recipe = the_recipe.model_copy(update={"output": str(target)})
+    if output is not None:  # the recipe --dump-recipe prints names the output written
+        the_recipe = the_recipe.model_copy(update={"output": str(output if recipe is None else output.absolute())})
     opened = api.open_merge(the_recipe, trust_pickle)
     for warning in opened.plan.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}")

@@ -30,7 +30,8 @@ def write_tuned(
     overwrite: bool = False,
     trust_pickle: bool = False,
 ) -> tuple[Path, Path]:
-    """Write the merge ``recipe`` describes to ``output`` and the recipe to ``OUT.recipe.yaml``.
+    """Write the merge ``recipe`` describes to ``output`` and the recipe to ``OUT.recipe.yaml``
+    (its relative paths rewritten relative to that file's folder, as recipe files are read).
 
     Without ``state_dict`` the plan runs again, as ``segmerge merge -r`` would; with it (the
     tensors a tuning run returned) those tensors are written, which differ from the recipe's
@@ -39,8 +40,8 @@ def write_tuned(
     output = Path(output)
     opened = api.open_merge(recipe, trust_pickle)
     written = api.write_merge(opened, output, overwrite, state_dict)
-    text = recipe.to_yaml(with_output=False)
     where = recipe_path(written)
+    text = recipe.relative_to(where.parent).to_yaml(with_output=False)  # its paths relative to where it lies
     with atomic_file(where) as tmp:
         tmp.write_text(text)
     return written, where
