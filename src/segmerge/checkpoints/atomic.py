@@ -10,12 +10,15 @@ existing one keeps that file's permission bits, as writing over it in place woul
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+
+from segmerge.errors import SegmergeError
 
 _ATTEMPTS = 100
 
@@ -80,3 +83,56 @@ def atomic_folder(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# --- folders a command writes -------------------------------------------------------------------
+
+#: The file a command leaves in each folder it writes (``eval --out``, ``tune --report``,
+#: ``bench --out``, ``demo --out``), naming the command: its next run may replace the folder,
+#: while a non-empty folder without it is refused unless ``--overwrite``.
+MARKER = ".segmerge-output.json"
+
+
+def folder_owner(path: Path) -> str | None:
+    """The command that wrote ``path`` (``"eval"``, ...), or None (absent, foreign, unreadable marker)."""
+    try:
+        return json.loads((Path(path) / MARKER).read_text(encoding="utf-8")).get("command")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def claim_folder(path: Path, command: str, overwrite: bool, flag: str = "--overwrite") -> str:
+    """Check, before any work, that ``command`` may write the folder ``path``; returns its state:
+    ``"new"`` (absent or empty), ``"own"`` (a folder ``command`` wrote before) or ``"foreign"``
+    (any other non-empty folder, allowed only with ``overwrite``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SegmergeError(f"{path}: exists and is not a folder; choose a folder for the output")
+    if not path.exists() or not any(path.iterdir()):
+        return "new"
+    if folder_owner(path) == command:
+        return "own"
+    if not overwrite:
+        raise SegmergeError(
+            f"{path}: a folder that is not empty and was not written by segmerge {command}; pass {flag} to replace "
+            "it whole, or choose another folder"
+        )
+    return "foreign"
+
+
+def mark_folder(path: Path, command: str) -> None:
+    from segmerge._version import __version__
+
+    text = json.dumps({"command": command, "written_by": f"segmerge {__version__}"}) + "\n"
+    (Path(path) / MARKER).write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def fresh_folder(path: Path, command: str, overwrite: bool, flag: str = "--overwrite") -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path`` to write ``command``'s output into; on
+    success it replaces ``path`` whole, so the folder never holds two runs. Refuses (before
+    yielding) a non-empty folder ``command`` did not write, unless ``overwrite``."""
+    claim_folder(path, command, overwrite, flag)
+    with atomic_folder(Path(path)) as tmp:
+        mark_folder(tmp, command)
+        yield tmp

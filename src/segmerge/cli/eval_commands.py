@@ -93,7 +93,13 @@ def evaluate_command(
             "0-based positions I,J,... (e.g. a merge and its inputs: eval merged a b --ensemble 1,2)",
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="write results.json, results.md and plots here")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="write results.json, results.md and plots to this folder (replaced whole)"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="--out may replace a non-empty folder segmerge eval did not write")
+    ] = False,
     mode: Annotated[str, typer.Option(help="inference: whole or slide")] = "whole",
     crop: Annotated[str, typer.Option(help="slide: window HxW")] = "512x1024",
     stride: Annotated[str, typer.Option(help="slide: stride HxW")] = "341x683",
@@ -110,10 +116,13 @@ def evaluate_command(
     ] = False,
 ) -> None:
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
+    from segmerge.checkpoints.atomic import claim_folder, fresh_folder
     from segmerge.evaluation.prediction import InferenceConfig
     from segmerge.evaluation.runner import EvaluationConfig, evaluate_models
     from segmerge.labels import IGNORE_INDEX, class_names
 
+    if out is not None:
+        claim_folder(out, "eval", overwrite)  # before any work
     inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
     config = EvaluationConfig(
         num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), _ensemble(ensemble), qualitative,
@@ -126,7 +135,8 @@ def evaluate_command(
     if out is not None:
         from segmerge.reports import write_report
 
-        written = write_report(result, out)
+        with fresh_folder(out, "eval", overwrite) as folder:
+            written = write_report(result, folder)
         stderr.print(f"report written to {out} ({', '.join(p.name for p in written.values())})")
     if as_json:
         _print_json(result.to_dict() | {"models": [_row_json(r) for r in result.rows]})

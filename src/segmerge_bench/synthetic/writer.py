@@ -178,7 +178,9 @@ def _plan(root: Path, domain: Domain, targets: list[str], overwrite: bool) -> st
         return "split"
     if not overwrite:
         what = f"already holds {', '.join(taken)}" if same_domain else "is not empty"
-        raise SegmergeError(f"{root}: {what}; pass overwrite=True to replace it, or choose another folder")
+        raise SegmergeError(
+            f"{root}: {what}; pass --overwrite (overwrite=True) to replace it, or choose another folder"
+        )
     return "split" if same_domain else "replace-all"
 
 
