@@ -29,6 +29,15 @@ Scaling = Annotated[float | None, typer.Option("--scaling", help="task vectors: 
 Density = Annotated[float | None, typer.Option("--density", help="ties: fraction of each task vector kept")]
 DropRate = Annotated[float | None, typer.Option("--drop-rate", help="dare: drop probability")]
 Consensus = Annotated[str | None, typer.Option("--consensus", help="dare: sum or ties")]
+Election = Annotated[
+    str | None, typer.Option("--election", help="ties, dare --consensus ties: sign election, sum or count")
+]
+Normalize = Annotated[
+    bool | None,
+    typer.Option(
+        "--normalize/--no-normalize", help="ties/dare: divide by the agreeing weights' sum (ties: on, dare: off)"
+    ),
+]
 Rename = Annotated[list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")]
 Keep = Annotated[list[str] | None, typer.Option("--keep", help="REGEX: keys kept from the anchor (repeatable)")]
 Seed = Annotated[int | None, typer.Option("--seed", help="seed for random methods (dare)")]
@@ -41,7 +50,7 @@ TrustPickle = Annotated[
 
 RECIPE_FLAGS = (
     "anchor", "method", "base", "weights", "rename", "keep", "seed",
-    "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus",
+    "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus", "election", "normalize",
 )  # fmt: skip
 
 
@@ -73,6 +82,8 @@ def plan(
     density: Density = None,
     drop_rate: DropRate = None,
     consensus: Consensus = None,
+    election: Election = None,
+    normalize: Normalize = None,
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
@@ -109,6 +120,8 @@ def merge(
     density: Density = None,
     drop_rate: DropRate = None,
     consensus: Consensus = None,
+    election: Election = None,
+    normalize: Normalize = None,
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
