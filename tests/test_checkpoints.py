@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -260,3 +261,46 @@ def test_pth_source_reads_from_a_memory_map(tmp_path):
 def test_output_folder_and_path_format(tmp_path):
     with pytest.raises(CheckpointError, match="cannot tell the output format"):
         save_checkpoint(tiny_state(1), Path(tmp_path / "m.onnx"))
+
+
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        (b"hello, these are my notes\n", "is a text file (it starts with 'hello, these are my note'), not a PyTorch"),
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", "Git LFS pointer, not the weights"),
+        (b"<!DOCTYPE html><html><body>Sign in</body></html>", "an HTML page"),
+        (b"", "is empty (0 bytes)"),
+        ("safetensors", "is a safetensors file, not a PyTorch pickle: rename it to .safetensors"),
+    ],
+)
+def test_a_pth_that_is_something_else_says_what_it_is(tmp_path, content, says):
+    path = tmp_path / "model.pth"
+    if content == "safetensors":
+        save_file(tiny_state(1), path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: ") + ".*" + re.escape(says)):
+        open_checkpoint(path)
+
+
+def test_packed_f4_and_e8m0_tensors_read_and_write_as_the_safetensors_library_does(tmp_path):
+    from safetensors import safe_open
+
+    if not hasattr(torch, "float4_e2m1fn_x2"):
+        pytest.skip("this torch has no float4_e2m1fn_x2")
+    header = json.dumps(
+        {
+            "f4": {"dtype": "F4", "shape": [3, 4], "data_offsets": [0, 6]},
+            "e8": {"dtype": "F8_E8M0", "shape": [2], "data_offsets": [6, 8]},
+        }
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    path = tmp_path / "packed.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(range(8)))
+    state = load_checkpoint(path)
+    assert state["f4"].shape == (3, 2) and state["f4"].dtype == torch.float4_e2m1fn_x2  # as safe_open gives it
+    save_checkpoint(state, tmp_path / "again.safetensors")
+    with safe_open(str(tmp_path / "again.safetensors"), "pt") as f:
+        for key in state:
+            assert torch.equal(f.get_tensor(key).view(torch.uint8), state[key].view(torch.uint8))
+    assert (tmp_path / "again.safetensors").read_bytes().endswith(bytes(range(8)))

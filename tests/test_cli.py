@@ -128,7 +128,7 @@ def test_bad_input_is_one_line_nonzero_and_leaves_nothing(ckpts, case):
     elif case == "not_a_checkpoint":
         (ckpts / "notes.pth").write_text("hello")
         args[2] = ckpts / "notes.pth"
-        expect = "notes.pth: not a readable PyTorch checkpoint"
+        expect = "notes.pth: is a text file (it starts with 'hello'), not a PyTorch checkpoint"
     elif case == "output_is_input":
         args[-1] = syn
         expect = "is (or contains) the input"

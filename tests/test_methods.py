@@ -7,7 +7,7 @@ import torch
 
 from segmerge import api
 from segmerge.errors import RecipeError
-from segmerge.merging.methods.task_vectors import sign_consensus_mean, trim_to_top
+from segmerge.merging.methods.task_vectors import sign_consensus, trim_to_top
 
 
 def test_task_arithmetic_adds_scaled_task_vectors(family):
@@ -30,7 +30,7 @@ def test_trim_keeps_the_largest_magnitudes():
 def test_ties_elects_signs_and_averages_the_agreeing_entries():
     t1 = torch.tensor([1.0, -2.0, 0.0, 3.0])
     t2 = torch.tensor([3.0, 1.0, 0.0, -1.0])
-    out = sign_consensus_mean([t1, t2], [1.0, 1.0])
+    out = sign_consensus([t1, t2], [1.0, 1.0])
     # entry 0: both +, mean 2; entry 1: sum -1 -> '-', only t1 agrees: -2; entry 3: sum 2 -> '+': 3
     assert out.tolist() == [2.0, -2.0, 0.0, 3.0]
 

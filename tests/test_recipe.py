@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from segmerge.errors import RecipeError
@@ -62,3 +64,58 @@ output: m.pth
 def test_bad_recipes_name_the_problem(text, field):
     with pytest.raises(RecipeError, match=field):
         Recipe.from_yaml(text, "r.yaml")
+
+
+def test_an_unknown_field_points_to_the_docs_that_exist():
+    with pytest.raises(RecipeError, match=r"docs/cli\.md#recipes") as caught:
+        Recipe.from_yaml("models: [a.pth, b.pth]\nmethd: linear\n", "r.yaml")
+    anchor = str(caught.value).split("docs/cli.md#")[1].rstrip(")")
+    docs = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    assert f"## {anchor.capitalize()}" in docs
+
+
+def test_relative_paths_in_a_recipe_file_are_relative_to_its_folder(tmp_path, monkeypatch):
+    import torch
+    from tiny_models import tiny_state
+    from typer.testing import CliRunner
+
+    from segmerge.cli.app import app
+
+    project = tmp_path / "project"
+    (project / "ckpt").mkdir(parents=True)
+    for i in (1, 2):
+        torch.save(tiny_state(i), project / "ckpt" / f"{i}.pth")
+    (project / "r.yaml").write_text("models: [ckpt/1.pth, ckpt/2.pth]\nmethod: linear\noutput: out/m.pth\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(app, ["merge", "-r", "../project/r.yaml"])
+    assert result.exit_code == 0, result.output
+    assert (project / "out" / "m.pth").is_file() and not (elsewhere / "out").exists()
+    # -o stays relative to the working directory
+    assert CliRunner().invoke(app, ["merge", "-r", "../project/r.yaml", "-o", "here.pth"]).exit_code == 0
+    assert (elsewhere / "here.pth").is_file()
+    # a missing model says what it was resolved against
+    (project / "bad.yaml").write_text("models: [ckpt/1.pth, ckpt/3.pth]\n")
+    result = CliRunner().invoke(app, ["merge", "-r", "../project/bad.yaml", "-o", "x.pth"])
+    assert result.exit_code == 2
+    assert "3.pth: no such file or folder ('ckpt/3.pth' is relative to the recipe's folder" in result.output
+
+
+def test_a_tuned_recipe_beside_its_output_names_the_inputs_from_there(tmp_path, monkeypatch):
+    import torch
+    from tiny_models import tiny_state
+
+    from segmerge import api
+    from segmerge.checkpoints import load_checkpoint
+    from segmerge.tuning.output import write_tuned
+
+    monkeypatch.chdir(tmp_path)
+    for i in (1, 2):
+        torch.save(tiny_state(i), tmp_path / f"{i}.pth")
+    written, recipe_file = write_tuned(api.make_recipe(["1.pth", "2.pth"]), "out/tuned.pth")
+    saved = Recipe.from_file(recipe_file)
+    assert [m.path for m in saved.models] == ["../1.pth", "../2.pth"]
+    monkeypatch.chdir(tmp_path / "out")
+    again = api.merge(Recipe.from_file("tuned.pth.recipe.yaml"))
+    assert all(torch.equal(again[k], v) for k, v in load_checkpoint(tmp_path / written).items())

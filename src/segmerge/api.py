@@ -14,7 +14,7 @@ import torch
 
 from segmerge.checkpoints import Checkpoint, open_checkpoint, write_checkpoint
 from segmerge.checkpoints.provenance import Provenance
-from segmerge.errors import MergeError, SegmergeError
+from segmerge.errors import CheckpointError, MergeError, SegmergeError
 from segmerge.merging.execute import execute
 from segmerge.merging.forward_order import forward_order, order_like
 from segmerge.merging.keys import rename
@@ -91,8 +91,8 @@ def open_merge(
         if given is not None and isinstance(given, Mapping):
             sources.append(StateDictSource(given, f"model{i}"))
         else:
-            sources.append(open_checkpoint(spec.path, trust_pickle, recipe.network))
-    base = open_checkpoint(recipe.base, trust_pickle, recipe.network) if recipe.base else None
+            sources.append(_open_path(recipe, spec.path, trust_pickle))
+    base = _open_path(recipe, recipe.base, trust_pickle) if recipe.base else None
     method = build_method(recipe.method, recipe.parameters, recipe.seed)
     conversion_notes = []
     for i, source in enumerate(sources):
@@ -205,6 +205,22 @@ def network_notes(sources: Sequence, recipe: Recipe) -> list[str]:
     return notes
 
 
+def _open_path(recipe: Recipe, path: str, trust_pickle: bool) -> Checkpoint:
+    """Open a checkpoint a recipe names; a recipe file's relative paths are relative to its folder."""
+    resolved = recipe.resolve(path)
+    if not resolved.exists() and recipe.where(path):
+        raise CheckpointError(f"{resolved}: no such file or folder{recipe.where(path)}")
+    return open_checkpoint(resolved, trust_pickle, recipe.network)
+
+
+def output_path(recipe: Recipe, output: str | Path | None) -> Path | None:
+    """Where a merge is written: ``output`` as given (relative to the working directory), else the
+    recipe's ``output`` (relative to the recipe file's folder when it came from a file)."""
+    if output is not None:
+        return Path(output)
+    return recipe.resolve(recipe.output) if recipe.output is not None else None
+
+
 def plan(
     models: Sequence[ModelInput] | Recipe | str | Path,
     trust_pickle: bool = False,
@@ -263,7 +279,7 @@ def merge_to_file(
     """Merge and write the result to ``output`` (or the recipe's ``output``), atomically, with the
     recipe and the inputs' sha256 inside; returns the path written."""
     opened = open_merge(models, trust_pickle, **options)
-    output = output if output is not None else opened.recipe.output
+    output = output_path(opened.recipe, output)
     if output is None:
         raise SegmergeError("merge_to_file: give output=PATH, or a recipe with an `output` field")
     return write_merge(opened, Path(output), overwrite)

@@ -7,12 +7,13 @@ reproduces the output byte for byte.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from segmerge.errors import RecipeError
 from segmerge.merging.keys import RenameRule
@@ -74,6 +75,8 @@ class Recipe(_Strict):
     keep_wrapper: bool = Field(False, description="write the other networks of a UDA training file too, unchanged")
     allow_few: bool = Field(False, description="write the merge even when (almost) nothing of the anchor is merged")
     order_from: int | None = Field(None, description="take layer order (depth) from this model's file order")
+    #: The folder of the recipe file this was read from: its relative paths are relative to it.
+    _folder: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
@@ -117,6 +120,38 @@ class Recipe(_Strict):
             Override(o.pattern, o.keep, tuple(o.weights) if o.weights is not None else None) for o in self.overrides
         ]
 
+    # --- paths --------------------------------------------------------------------
+    @property
+    def folder(self) -> Path | None:
+        """The recipe file's folder, which its relative paths are relative to (None: the working directory)."""
+        return self._folder
+
+    def resolve(self, path: str) -> Path:
+        """Where a path of this recipe (a model, the base, the output) points: as written when
+        absolute or when the recipe did not come from a file, else relative to the file's folder."""
+        given = Path(path).expanduser()
+        return given if given.is_absolute() or self._folder is None else self._folder / given
+
+    def where(self, path: str) -> str:
+        """How :meth:`resolve` got there, for error messages."""
+        if Path(path).expanduser().is_absolute() or self._folder is None:
+            return ""
+        return f" ({path!r} is relative to the recipe's folder, {self._folder}; see docs/cli.md#recipes)"
+
+    def relative_to(self, folder: str | Path) -> Recipe:
+        """This recipe with its relative paths rewritten for a recipe file saved in ``folder``."""
+        folder = Path(folder)
+
+        def rebase(path: str | None) -> str | None:
+            if path is None or Path(path).expanduser().is_absolute() or path.startswith("<"):
+                return path
+            return os.path.relpath(self.resolve(path).absolute(), folder.absolute())
+
+        models = [m.model_copy(update={"path": rebase(m.path)}) for m in self.models]
+        copy = self.model_copy(update={"models": models, "base": rebase(self.base), "output": rebase(self.output)})
+        copy._folder = folder
+        return copy
+
     # --- files --------------------------------------------------------------------
     def to_yaml(self, with_output: bool = True) -> str:
         data = self.model_dump(mode="json", exclude_none=False)
@@ -156,7 +191,9 @@ class Recipe(_Strict):
             text = path.read_text()
         except OSError as exc:
             raise RecipeError(f"{path}: cannot read the recipe: {exc.strerror}") from None
-        return cls.from_yaml(text, str(path))
+        recipe = cls.from_yaml(text, str(path))
+        recipe._folder = path.parent
+        return recipe
 
     @classmethod
     def validated(cls, data: dict, source: str = "<recipe>") -> Recipe:
@@ -175,6 +212,6 @@ def _first_error(exc: ValidationError) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "recipe"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown field; check the spelling (see README, 'Recipe reference')"
+        msg = "unknown field; check the spelling (the fields: docs/cli.md#recipes)"
     extra = f" ({len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     return f"field '{where}': {msg}{extra}"

@@ -99,7 +99,7 @@ def write_hf_folder(
                 and item.name != PROVENANCE_FILE
                 and not _is_weight_shard(item)
             ):
-                shutil.copy2(item, folder / item.name)
+                shutil.copyfile(item, folder / item.name)  # contents only: the permissions are the umask's
     as_metadata = lambda p: {"format": "pt", **as_safetensors_metadata(p)}  # noqa: E731
     write_safetensors(
         folder / "model.safetensors",

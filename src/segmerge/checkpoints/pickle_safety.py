@@ -80,7 +80,7 @@ def load_pth(path: Path, trust_pickle: bool = False, mmap: bool = True) -> tuple
     except pickle.UnpicklingError as exc:
         unsafe = _unsafe_globals(path, extra)
         if not unsafe:
-            raise CheckpointError(f"{path}: cannot be unpickled safely ({_first_line(exc)})") from None
+            raise CheckpointError(f"{path}: {unreadable(path, _first_line(exc))}") from None
         refused = [g for g in unsafe if not g.startswith(OPAQUE_PREFIXES) and g not in STAND_INS]
         if refused:
             raise UnsafeCheckpointError(
@@ -118,6 +118,39 @@ def _first_line(exc: BaseException) -> str:
 
 
 _DROPPED = object()
+
+
+def unreadable(path: Path, torch_says: str) -> str:
+    """Why ``torch.load`` could not read ``path``, said as what the file is and what to do."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(64)
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if not start:
+        return "is empty (0 bytes); copy or download it again"
+    torch_says = torch_says.split(". ")[0].rstrip(".")
+    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":  # torch.save's zip archive, or a legacy pickle
+        return (
+            f"a PyTorch checkpoint that torch.load(weights_only=True) cannot read ({size} bytes; torch says: "
+            f"{torch_says}): truncated or damaged? copy or download it again"
+        )
+    if len(start) >= 9 and start[8:9] in (b"{", b" ") and int.from_bytes(start[:8], "little") < size:
+        return "is a safetensors file, not a PyTorch pickle: rename it to .safetensors"
+    if start.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the weights: run `git lfs pull` in its repository, or download the file"
+    if start.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return "is an HTML page (a failed or login-walled download?), not a checkpoint; download the file itself"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in start):
+        return (
+            f"is a text file (it starts with {start[:24].decode()!r}), not a PyTorch checkpoint; give the file "
+            "torch.save wrote"
+        )
+    return (
+        "not a PyTorch checkpoint: neither the zip archive nor the pickle torch.save writes "
+        f"(torch says: {torch_says}); give the file torch.save wrote"
+    )
 
 
 def plain_data(obj: Any) -> Any:

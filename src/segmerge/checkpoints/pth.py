@@ -10,7 +10,9 @@ tensor per model, not M models.
 from __future__ import annotations
 
 import ctypes
+import io
 import mmap as mmap_module
+import pickle
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 
-from segmerge.checkpoints.pickle_safety import load_pth, plain_data
+from segmerge.checkpoints.pickle_safety import load_pth, plain_data, unreadable
 from segmerge.errors import CheckpointError
 from segmerge.merging.sources import TensorMeta
 
@@ -79,6 +81,8 @@ class PthSource:
         self.path = Path(path)
         self.label = label or str(path)
         obj, self._mapped = _load(self.path, trust_pickle)
+        if self._mapped:
+            check_storage_records(self.path)
         self.content = unwrap(obj, self.path)
         self._metas = {k: TensorMeta.of(v) for k, v in self.content.tensors.items()}
         self._bounds = _mapped_bounds(self.content.tensors.values()) if self._mapped else None
@@ -117,9 +121,88 @@ def _load(path: Path, trust_pickle: bool):
         ) from None
     except Exception as exc:  # torch reports truncation and foreign files in many ways
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated, or another kind of file): {text}"
-        ) from None
+        raise CheckpointError(f"{path}: {unreadable(path, text)}") from None
+
+
+def check_storage_records(path: Path) -> None:
+    """Refuse what ``torch.load`` refuses when it reads a zip checkpoint into memory, and skips
+    when it memory-maps one: tensor data records that are missing, of another size than the
+    pickle's tensors need, behind a damaged local zip header, or running past the file's end.
+    Reads the pickle (not the tensors) and the zip directory, so it costs no pass over the data.
+    """
+    try:
+        reader = torch._C.PyTorchFileReader(str(path))
+        storages = storage_sizes(reader.get_record("data.pkl"))
+    except Exception:  # torch.load read it a moment ago; a layout this cannot follow is left to it
+        return
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        for key, needed in storages.items():
+            name = f"data/{key}"
+            if not reader.has_record(name):
+                raise CheckpointError(f"{path}: the tensor data record {name} is missing; the file is damaged")
+            held = reader.get_record_size(name)
+            if held != needed:
+                raise CheckpointError(
+                    f"{path}: the tensor data record {name} holds {held} bytes, but its tensor needs {needed}; "
+                    "the file is damaged"
+                )
+            if not held:  # torch.load reads nothing of an empty record, header included
+                continue
+            f.seek(reader.get_record_header_offset(name))
+            if f.read(4) != b"PK\x03\x04":
+                raise CheckpointError(f"{path}: the zip header of the tensor data record {name} is damaged")
+            if reader.get_record_offset(name) + held > size:
+                raise CheckpointError(f"{path}: the tensor data record {name} runs past the end; the file is truncated")
+
+
+class _Inert:
+    """What every global and persistent id becomes while :func:`storage_sizes` reads a pickle:
+    it records nothing and runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return _Inert()
+
+    def __setstate__(self, state):
+        pass
+
+    def __setitem__(self, key, value):
+        pass
+
+    def append(self, value):
+        pass
+
+    def extend(self, values):
+        pass
+
+
+class _StorageScan(pickle.Unpickler):
+    def __init__(self, data: bytes):
+        super().__init__(io.BytesIO(data))
+        self.sizes: dict[str, int] = {}
+
+    def find_class(self, module: str, name: str):  # never imports: every global is inert
+        return type(name, (_Inert,), {"global_name": name})
+
+    def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage"):
+            _, storage_type, key, _, numel = pid
+            name = getattr(storage_type, "global_name", None)
+            if isinstance(key, str) and type(numel) is int and key not in self.sizes and name is not None:
+                dtype = torch.uint8 if name == "UntypedStorage" else torch.serialization.StorageType(name).dtype
+                self.sizes[key] = numel * torch.empty((), dtype=dtype).element_size()
+        return _Inert()
+
+
+def storage_sizes(pickled: bytes) -> dict[str, int]:
+    """Storage key -> bytes its tensors need, from a zip checkpoint's ``data.pkl``, as
+    ``torch.load`` reads them (the first mention of a key counts)."""
+    scan = _StorageScan(pickled)
+    scan.load()
+    return scan.sizes
 
 
 _libc = ctypes.CDLL(None) if sys.platform.startswith("linux") else None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from segmerge.cli.app import app, stderr, stdout, user_errors
 from segmerge.errors import SegmergeError
@@ -34,7 +36,39 @@ def _print_json(obj) -> None:
     stdout.print(json.dumps(clean(obj), indent=2), markup=False, highlight=False)
 
 
-@app.command("eval")
+ENSEMBLE_VALUE = re.compile(r"all|\d+(,\d+)*")
+
+
+class EnsembleOption(TyperCommand):
+    """``--ensemble`` alone (every model) or with the models' positions (``--ensemble 1,2``):
+    typer has no option whose value may be left out, so the arguments are read here first."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        out: list[str] = []
+        rest = list(args)
+        while rest:
+            arg = rest.pop(0)
+            if arg == "--":
+                out += [arg, *rest]
+                break
+            if arg == "--ensemble":
+                value = rest.pop(0) if rest and ENSEMBLE_VALUE.fullmatch(rest[0]) else "all"
+                arg = f"--ensemble={value}"
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def _ensemble(value: str | None) -> bool | tuple[int, ...]:
+    if value is None:
+        return False
+    if value == "all":
+        return True
+    if not ENSEMBLE_VALUE.fullmatch(value):
+        raise SegmergeError(f"--ensemble {value!r}: give model positions such as 1,2 (0-based), or nothing for all")
+    return tuple(int(v) for v in value.split(","))
+
+
+@app.command("eval", cls=EnsembleOption)
 @user_errors
 def evaluate_command(
     models: Annotated[list[str], typer.Argument(help="checkpoints or Hugging Face folders to evaluate")],
@@ -51,9 +85,21 @@ def evaluate_command(
         typer.Option("--protocol", help="extra mIoU over a class subset: synthia16, synthia13 (repeatable)"),
     ] = None,
     ensemble: Annotated[
-        bool, typer.Option("--ensemble", help="also evaluate the average of the models' softmax")
+        str | None,
+        typer.Option(
+            "--ensemble",
+            metavar="[I,J,...]",
+            help="also evaluate the average of the models' softmax: of all of them, or of those at "
+            "0-based positions I,J,... (e.g. a merge and its inputs: eval merged a b --ensemble 1,2)",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="write results.json, results.md and plots to this folder (replaced whole)"),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="--out may replace a non-empty folder segmerge eval did not write")
     ] = False,
-    out: Annotated[Path | None, typer.Option("--out", help="write results.json, results.md and plots here")] = None,
     mode: Annotated[str, typer.Option(help="inference: whole or slide")] = "whole",
     crop: Annotated[str, typer.Option(help="slide: window HxW")] = "512x1024",
     stride: Annotated[str, typer.Option(help="slide: stride HxW")] = "341x683",
@@ -70,13 +116,17 @@ def evaluate_command(
     ] = False,
 ) -> None:
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
+    from segmerge.checkpoints.atomic import claim_folder, fresh_folder
     from segmerge.evaluation.prediction import InferenceConfig
     from segmerge.evaluation.runner import EvaluationConfig, evaluate_models
     from segmerge.labels import IGNORE_INDEX, class_names
 
+    if out is not None:
+        claim_folder(out, "eval", overwrite)  # before any work
     inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
     config = EvaluationConfig(
-        num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), ensemble, qualitative, limit,
+        num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), _ensemble(ensemble), qualitative,
+        limit,
         panoptic=panoptic,
     )  # fmt: skip
     result = evaluate_models(models, data, config, inference, split, model_factory)
@@ -85,14 +135,17 @@ def evaluate_command(
     if out is not None:
         from segmerge.reports import write_report
 
-        written = write_report(result, out)
+        with fresh_folder(out, "eval", overwrite) as folder:
+            written = write_report(result, folder)
         stderr.print(f"report written to {out} ({', '.join(p.name for p in written.values())})")
     if as_json:
         _print_json(result.to_dict() | {"models": [_row_json(r) for r in result.rows]})
     else:
-        from segmerge.reports.tables import markdown_table
+        from segmerge.reports.tables import terminal_table
 
-        stdout.print(markdown_table(result), markup=False, highlight=False)
+        stdout.print(terminal_table(result), markup=False, highlight=False, end="")
+        where = f"{out}/results.md" if out is not None else "--out DIR (results.md) or --json"
+        stdout.print(f"per-class scores and confusion matrices: {where}", markup=False, highlight=False)
 
 
 def _row_json(row) -> dict:

@@ -29,6 +29,15 @@ Scaling = Annotated[float | None, typer.Option("--scaling", help="task vectors: 
 Density = Annotated[float | None, typer.Option("--density", help="ties: fraction of each task vector kept")]
 DropRate = Annotated[float | None, typer.Option("--drop-rate", help="dare: drop probability")]
 Consensus = Annotated[str | None, typer.Option("--consensus", help="dare: sum or ties")]
+Election = Annotated[
+    str | None, typer.Option("--election", help="ties, dare --consensus ties: sign election, sum or count")
+]
+Normalize = Annotated[
+    bool | None,
+    typer.Option(
+        "--normalize/--no-normalize", help="ties/dare: divide by the agreeing weights' sum (ties: on, dare: off)"
+    ),
+]
 Rename = Annotated[list[str] | None, typer.Option("--rename", help="N:PATTERN=REPL, maps donor N's keys (repeatable)")]
 Keep = Annotated[list[str] | None, typer.Option("--keep", help="REGEX: keys kept from the anchor (repeatable)")]
 Seed = Annotated[int | None, typer.Option("--seed", help="seed for random methods (dare)")]
@@ -58,7 +67,7 @@ TrustPickle = Annotated[
 
 RECIPE_FLAGS = (
     "anchor", "method", "base", "weights", "rename", "keep", "seed",
-    "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus",
+    "ramp_start", "end_weight", "ramp", "scaling", "density", "drop_rate", "consensus", "election", "normalize",
     "network", "keep_wrapper", "order_from", "allow_few",
 )  # fmt: skip
 BOOL_FLAGS = ("keep_wrapper", "allow_few")
@@ -92,6 +101,8 @@ def plan(
     density: Density = None,
     drop_rate: DropRate = None,
     consensus: Consensus = None,
+    election: Election = None,
+    normalize: Normalize = None,
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
@@ -131,6 +142,8 @@ def merge(
     density: Density = None,
     drop_rate: DropRate = None,
     consensus: Consensus = None,
+    election: Election = None,
+    normalize: Normalize = None,
     rename: Rename = None,
     keep: Keep = None,
     seed: Seed = None,
@@ -146,10 +159,11 @@ def merge(
 ) -> None:
     """Merge the models into one checkpoint (layer-wise by default, docs/method.md defaults)."""
     the_recipe = _recipe(models, recipe, locals())
-    target = output if output is not None else the_recipe.output
+    target = api.output_path(the_recipe, output)
     if target is None:
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
-    the_recipe = the_recipe.model_copy(update={"output": str(target)})
+    if output is not None:  # the recipe --dump-recipe prints names the output written
+        the_recipe = the_recipe.model_copy(update={"output": str(output if recipe is None else output.absolute())})
     opened = api.open_merge(the_recipe, trust_pickle)
     if check:
         api.check_related(opened)

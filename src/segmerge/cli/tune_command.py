@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from segmerge.checkpoints.atomic import claim_folder
 from segmerge.cli.app import app, stderr, user_errors
 from segmerge.cli.options import parse_rename
 from segmerge.errors import SegmergeError
@@ -46,7 +47,9 @@ def tune(
     model: Annotated[
         str | None, typer.Option("--model", help="FILE.py:function or module:function building a model from a path")
     ] = None,
-    report: Annotated[Path | None, typer.Option("--report", help="write tune.md and tune.json here")] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write tune.md and tune.json to this folder (replaced whole)")
+    ] = None,
     search_mode: Annotated[
         SearchMode | None, typer.Option("--search", help="score candidate recipes (the default mode)")
     ] = None,
@@ -80,7 +83,12 @@ def tune(
     seed: Annotated[int, typer.Option("--seed", help="seeds image choice, augmentation and learning")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")] = "cpu",
     amp: Annotated[bool, typer.Option("--amp", help="mixed precision (bfloat16 autocast)")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output")] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="replace an existing output, and a --report folder segmerge tune did not write"
+        ),
+    ] = False,
 ) -> None:
     """Choose or learn the merge on unlabelled target images; write it, its recipe and a report."""
     if learn_mode and search_mode is not None:
@@ -89,10 +97,13 @@ def tune(
         raise SegmergeError("give at least two models to merge")
     if output.exists() and not overwrite:
         raise SegmergeError(f"{output}: already exists; pass --overwrite to replace it")
+    if report is not None:
+        claim_folder(report, "tune", overwrite)
+    inference = InferenceConfig(device=device, amp=amp, batch_size=batch_size)  # checks --device before any work
     renames = parse_rename(rename) or None
     limit = budget if budget is not None and not learn_mode else images
     pixels = load_images(target_images, limit=limit, size=_size(size), seed=seed)
-    opened = TuningModels.open(models, model, InferenceConfig(device=device, amp=amp, batch_size=batch_size))
+    opened = TuningModels.open(models, model, inference)
     stderr.print(f"tuning on {len(pixels)} target images of {tuple(pixels.shape[1:3])} (labels are not read)")
     if learn_mode:
         steps = budget if budget is not None else DEFAULT_STEPS

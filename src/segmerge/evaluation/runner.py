@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from segmerge.errors import SegmergeError
 from segmerge.evaluation.distributed import ProcessGroup, all_reduce_max
-from segmerge.evaluation.prediction import InferenceConfig, Timer, class_map, predict
+from segmerge.evaluation.prediction import InferenceConfig, Timer, class_map, ensemble_probabilities, predict
 from segmerge.evaluation.results import EvaluationResult, ModelScores, QualitativeSample
 from segmerge.segmenters.base import Segmenter, check_classes
 
@@ -30,7 +30,9 @@ class EvaluationConfig:
     class_names: tuple[str, ...]
     ignore_index: int = 255
     subsets: tuple[str, ...] = ()
-    ensemble: bool = False
+    #: The output ensemble to score as well: ``True`` for every model, or the 0-based positions
+    #: of its members (e.g. ``(1, 2)``: a merge at 0 against its two inputs and their ensemble).
+    ensemble: bool | tuple[int, ...] = False
     qualitative: int = 4
     limit: int | None = None
     progress: bool = True
@@ -56,6 +58,7 @@ def evaluate_models(
 
     for name in config.subsets:
         protocol(name)
+    ensemble_members(config.ensemble, len(models))
     if config.panoptic and inference.mode != "whole":
         raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
     group = init_from_environment(inference.device)
@@ -83,8 +86,9 @@ def evaluate(
     for s in segmenters:
         check_classes(s, config.num_classes)
     names = _unique_names(segmenters)
-    with_ensemble = config.ensemble and len(segmenters) > 1
-    rows = [*names, *([ENSEMBLE] if with_ensemble else [])]
+    members = ensemble_members(config.ensemble, len(segmenters))
+    ensemble_name = ensemble_row_name(members, len(segmenters))
+    rows = [*names, *([ensemble_name] if members else [])]
     metrics = {
         n: SemanticMetric(config.num_classes, ignore_index=config.ignore_index, class_names=list(config.class_names))
         for n in rows
@@ -113,8 +117,8 @@ def evaluate(
             )
         batch = next(predict(segmenters, image, inference, timers=timers, keep_outputs=bool(panoptic_metrics)))
         probabilities = dict(zip(names, batch.probabilities, strict=True))
-        if with_ensemble:
-            probabilities[ENSEMBLE] = batch.ensemble()
+        if members:
+            probabilities[ensemble_name] = ensemble_probabilities([batch.probabilities[i] for i in members])
         predictions = {n: class_map(p)[0] for n, p in probabilities.items()}
         for n, pred in predictions.items():
             metrics[n].update(pred, label)
@@ -133,10 +137,10 @@ def evaluate(
     for n in rows:
         metric = metrics[n]
         metric.sync()
-        if n == ENSEMBLE:
-            ms = sum(t.ms_per_image for t in timers)
-            params = sum(s.num_parameters for s in segmenters)
-            cost = float(len(segmenters))
+        if n == ensemble_name and members:
+            ms = sum(timers[i].ms_per_image for i in members)
+            params = sum(segmenters[i].num_parameters for i in members)
+            cost = float(len(members))
         else:
             ms = timers[names.index(n)].ms_per_image
             params = segmenters[names.index(n)].num_parameters
@@ -145,7 +149,7 @@ def evaluate(
         result_rows.append(
             ModelScores(
                 name=n,
-                kind="ensemble" if n == ENSEMBLE else "model",
+                kind="ensemble" if members and n == ensemble_name else "model",
                 parameters=params,
                 ms_per_image=ms,
                 semantic=semantic_summary(metric, config.subsets),
@@ -164,6 +168,34 @@ def evaluate(
         protocol=",".join(config.subsets),
         qualitative=qualitative,
     )
+
+
+def ensemble_members(ensemble: bool | Sequence[int], count: int) -> tuple[int, ...]:
+    """The positions of the ensemble's members among ``count`` models (``()``: no ensemble).
+    ``True`` is every model (none when there is only one); positions are checked here, before
+    any work, and must name at least two models."""
+    if ensemble is True:
+        return tuple(range(count)) if count > 1 else ()
+    if not ensemble:
+        return ()
+    given = ",".join(map(str, ensemble))
+    members = tuple(dict.fromkeys(ensemble))
+    outside = [i for i in members if not 0 <= i < count]
+    if outside:
+        raise SegmergeError(
+            f"--ensemble {given}: {outside[0]} is not a model position; the {count} models are 0..{count - 1}, "
+            "in the order given"
+        )
+    if len(members) < 2:
+        raise SegmergeError(f"--ensemble {given}: an ensemble needs at least two models")
+    return members
+
+
+def ensemble_row_name(members: Sequence[int], count: int) -> str:
+    """``ensemble`` for every model; ``ensemble 1+2`` for some of them."""
+    if list(members) == list(range(count)):
+        return ENSEMBLE
+    return f"{ENSEMBLE} {'+'.join(map(str, members))}"
 
 
 def _panoptic_metrics(segmenters, names, dataset, config: EvaluationConfig) -> dict:

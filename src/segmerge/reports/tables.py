@@ -133,6 +133,8 @@ class Column:
     cells: list[str]
     #: Scores are compared across rows and the best is bolded; size, speed and cost are not.
     score: bool = False
+    #: One class's score (left out of the terminal table).
+    per_class: bool = False
 
 
 def _columns(result: EvaluationResult) -> list[Column]:
@@ -156,7 +158,8 @@ def _columns(result: EvaluationResult) -> list[Column]:
         per_class = [per_class_scores(result, r, task) for r in rows]
         prefix = "PQ " if both and task == PANOPTIC else ""
         for i, name in enumerate(class_axis(result, task)):
-            columns.append(Column(prefix + name, [_fixed(values[i]) for values in per_class], score=True))
+            cells = [_fixed(values[i]) for values in per_class]
+            columns.append(Column(prefix + name, cells, score=True, per_class=True))
     return columns
 
 
@@ -190,6 +193,50 @@ def markdown_table(result: EvaluationResult) -> str:
     for i in range(len(result.rows)):
         lines.append("| " + " | ".join(c.cells[i] for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: The terminal table's width: summary columns only, per-class scores go to the report.
+TERMINAL_WIDTH = 100
+#: Model names longer than this are shortened in the middle in the terminal table.
+NAME_WIDTH = 32
+#: Columns left out, in this order, while the terminal table is too wide.
+DROPPABLE = ("kind", "pixel acc", "ms/image", "params", "SQ", "RQ")
+
+
+def terminal_table(result: EvaluationResult, width: int = TERMINAL_WIDTH) -> str:
+    """The result's summary for a terminal, at most ``width`` characters a line: one row per model
+    with size, speed, cost and the summary scores (mIoU, protocol subsets, PQ...), no per-class
+    columns (``--out`` writes them to ``results.md``, ``--json`` prints them). Columns of least
+    interest go, then long model names are shortened in the middle, until it fits."""
+    columns = [c for c in _columns(result) if not c.per_class]
+    names = columns[0]
+    names.cells = [_shorten(n, NAME_WIDTH) for n in names.cells]
+
+    def line_width(cols: list[Column]) -> int:
+        return sum(max(len(c.header), *(len(x) for x in c.cells)) for c in cols) + 2 * (len(cols) - 1)
+
+    for header in DROPPABLE:
+        if line_width(columns) <= width:
+            break
+        columns = [c for c in columns if c.header != header]
+    others = line_width(columns[1:]) + 2 if len(columns) > 1 else 0
+    names.cells = [_shorten(n, max(width - others, 12)) for n in names.cells]
+    widths = [max(len(c.header), *(len(x) for x in c.cells)) for c in columns]
+    lines = []
+    for i in range(-1, len(result.rows)):
+        cells = [c.header if i < 0 else c.cells[i] for c in columns]
+        aligned = (x.ljust(w) if k == 0 else x.rjust(w) for k, (x, w) in enumerate(zip(cells, widths, strict=True)))
+        lines.append("  ".join(aligned))
+    lines = [line.rstrip() for line in lines]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    return "\n".join(lines) + "\n"
+
+
+def _shorten(text: str, room: int) -> str:
+    if len(text) <= room:
+        return text
+    keep = room - 1
+    return text[: (keep + 1) // 2] + "…" + text[len(text) - keep // 2 :]
 
 
 # --- files --------------------------------------------------------------------------------------

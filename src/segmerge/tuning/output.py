@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from segmerge import api
-from segmerge.checkpoints.atomic import atomic_file
+from segmerge.checkpoints.atomic import atomic_file, fresh_folder
 from segmerge.recipe import Recipe
 from segmerge.tuning.learn import LearnResult
 from segmerge.tuning.search import SearchResult
@@ -30,7 +30,8 @@ def write_tuned(
     overwrite: bool = False,
     trust_pickle: bool = False,
 ) -> tuple[Path, Path]:
-    """Write the merge ``recipe`` describes to ``output`` and the recipe to ``OUT.recipe.yaml``.
+    """Write the merge ``recipe`` describes to ``output`` and the recipe to ``OUT.recipe.yaml``
+    (its relative paths rewritten relative to that file's folder, as recipe files are read).
 
     Without ``state_dict`` the plan runs again, as ``segmerge merge -r`` would; with it (the
     tensors a tuning run returned) those tensors are written, which differ from the recipe's
@@ -39,8 +40,8 @@ def write_tuned(
     output = Path(output)
     opened = api.open_merge(recipe, trust_pickle)
     written = api.write_merge(opened, output, overwrite, state_dict)
-    text = recipe.to_yaml(with_output=False)
     where = recipe_path(written)
+    text = recipe.relative_to(where.parent).to_yaml(with_output=False)  # its paths relative to where it lies
     with atomic_file(where) as tmp:
         tmp.write_text(text)
     return written, where
@@ -70,8 +71,9 @@ def write_result(
     trust_pickle: bool = False,
 ) -> tuple[Path, Path]:
     """What ``segmerge tune`` writes: the chosen or learned merge and its recipe (:func:`write_tuned`),
-    then, with ``report``, the run's report there (:func:`write_report`). Returns the checkpoint's
-    and the recipe's paths.
+    then, with ``report``, the run's report there (:func:`write_report`; the folder is replaced
+    whole, and one segmerge tune did not write is refused unless ``overwrite``). Returns the
+    checkpoint's and the recipe's paths.
 
     Without AdaBN the recipe is merged again, as ``segmerge merge -r`` does; with it, the tensors
     the run returned are written (their BatchNorm statistics re-estimated on the target images).
@@ -79,6 +81,7 @@ def write_result(
     recipe = result.best_recipe if isinstance(result, SearchResult) else result.recipe
     state_dict = result.state_dict if result.adabn else None
     paths = write_tuned(recipe, output, state_dict, overwrite, trust_pickle)
-    if report is not None:
-        write_report(result, report)
+    if report is not None:  # a folder of this run only: replaced whole, refused if foreign (unless overwrite)
+        with fresh_folder(Path(report), "tune", overwrite) as folder:
+            write_report(result, folder)
     return paths

@@ -13,9 +13,18 @@ from segmerge.cli.app import stderr, stdout
 
 
 def bench(
-    out: Annotated[Path, typer.Option("--out", help="folder for the cache, the merges and the report")] = Path(
-        "segmerge-bench"
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="folder for the cache, the merges and the report; a rerun reuses the cache of its own folder"
+        ),
+    ] = Path("segmerge-bench"),
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="replace --out whole, cache included (needed for a folder bench did not write)"
+        ),
+    ] = False,
     quick: Annotated[
         bool, typer.Option("--quick", help="one seed, short training, small sweep, the shipped encoder (< 3 min)")
     ] = False,
@@ -37,20 +46,28 @@ def bench(
     """Train the synthetic benchmark's models, merge them every way, score and report (cached: reruns reuse)."""
     from dataclasses import replace
 
+    from segmerge.checkpoints.atomic import claim_folder
     from segmerge_bench.benchmark import FULL, QUICK, run_benchmark
     from segmerge_bench.benchmark.report import write_bench_report
     from segmerge_bench.benchmark.summary import claims_object, markdown_tables
 
+    state = claim_folder(out, "bench", overwrite)  # before any work
     settings = QUICK if quick else FULL
     if seed:
         settings = settings.with_seeds(tuple(seed))
     if regime:
         settings = replace(settings, regimes=tuple(regime))
-    result = run_benchmark(settings, out, log=lambda line: stderr.print(line, markup=False))
     command = "segmerge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "segmerge bench"
     if evaluation_reports is None:
         evaluation_reports = settings.evaluation_reports
-    write_bench_report(result, out / "report", command, evaluation_reports)
+
+    def benchmark(folder: Path):
+        return run_benchmark(settings, folder, log=lambda line: stderr.print(line, markup=False))
+
+    def report(result, folder: Path) -> None:
+        write_bench_report(result, folder, command, evaluation_reports)
+
+    result = in_bench_folder(out, state, overwrite, benchmark, report)
     if as_json:
         print(json.dumps(claims_object(result.runs), indent=1))
     else:
@@ -61,3 +78,31 @@ def bench(
         + f"\nreport: {out / 'report' / 'bench.md'}",
         markup=False,
     )
+
+
+def in_bench_folder(out: Path, state: str, overwrite: bool, benchmark, report):
+    """Run the benchmark (``benchmark(folder)``, then ``report(result, report_folder)``) so that
+    ``out`` holds this run only, and a rerun into a folder ``segmerge bench`` wrote reuses its cache.
+
+    * A new folder, or one bench wrote (it holds bench's marker file), without ``--overwrite``:
+      the run works in place. The previous run's merges and report go first; ``cache/``
+      (rendered data and trained models, keyed by what made them) stays for reuse; the report
+      is written to a temporary sibling of ``report/`` and renamed into place.
+    * With ``--overwrite`` (required for any other non-empty folder): the run works in a
+      temporary sibling that replaces ``out`` whole at the end, cache included.
+    """
+    from segmerge.checkpoints.atomic import atomic_folder, fresh_folder, mark_folder, remove
+
+    if overwrite and state != "new":
+        with fresh_folder(out, "bench", overwrite=True) as folder:
+            result = benchmark(folder)
+            report(result, folder / "report")
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    mark_folder(out, "bench")
+    for previous in ("merges", "report"):
+        remove(out / previous)
+    result = benchmark(out)
+    with atomic_folder(out / "report") as folder:
+        report(result, folder)
+    return result

@@ -22,8 +22,12 @@ from segmerge.cli.app import stderr, stdout
 
 def demo(
     out: Annotated[
-        Path | None, typer.Option("--out", help="write the merged checkpoints and the report to this folder")
+        Path | None,
+        typer.Option("--out", help="write the merged checkpoints and the report to this folder (replaced whole)"),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="--out may replace a non-empty folder segmerge demo did not write")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the claims as one JSON object")] = False,
     tune: Annotated[
         bool, typer.Option("--tune/--no-tune", help="also learn the merge from unlabelled target images (~20 s)")
@@ -33,13 +37,20 @@ def demo(
     ] = None,
 ) -> None:
     """Merge the shipped benchmark checkpoints and print the paper's claims beside ours."""
+    from segmerge.checkpoints.atomic import claim_folder, fresh_folder
     from segmerge_bench.benchmark.shipping import run_demo
 
+    if out is not None:
+        claim_folder(out, "demo", overwrite)  # before any work
     start = time.perf_counter()
     log = (
         (lambda line: stderr.print(line, markup=False)) if as_json else (lambda line: stdout.print(line, markup=False))
     )
-    claims = run_demo(out, test_images, log, tune=tune)
+    if out is None:
+        claims = run_demo(None, test_images, log, tune=tune)
+    else:
+        with fresh_folder(out, "demo", overwrite) as folder:  # this run only: replaces the folder whole
+            claims = run_demo(folder, test_images, log, tune=tune)
     if as_json:
         print(json.dumps(claims, indent=1))
         return

@@ -29,12 +29,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from segmerge.checkpoints.atomic import temporary_sibling
 from segmerge.errors import SegmergeError
 from segmerge.labels import IGNORE_INDEX
 from segmerge_bench.synthetic.dataset import SPLIT_OFFSETS, SPLIT_SIZE
@@ -122,7 +122,7 @@ def write_domain(
     targets = split_outputs(domain.name, split)
     mode = _plan(root, domain, targets, overwrite)
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-", dir=root.parent))
+    tmp = temporary_sibling(root, ".writing", folder=True)  # the umask's permissions, as mkdir gives
     try:
         _write_split(domain, n, tmp, seed, split)
         if mode == "new":
@@ -131,8 +131,8 @@ def write_domain(
             os.replace(tmp, root)
             return root
         if mode == "replace-all":
-            trash = root.parent / f".{root.name}.replaced-{tmp.name.rsplit('-', 1)[-1]}"
-            os.replace(root, trash)
+            trash = temporary_sibling(root, ".replaced", folder=True)
+            os.replace(root, trash / root.name)
             os.replace(tmp, root)
             shutil.rmtree(trash, ignore_errors=True)
             return root
@@ -178,7 +178,9 @@ def _plan(root: Path, domain: Domain, targets: list[str], overwrite: bool) -> st
         return "split"
     if not overwrite:
         what = f"already holds {', '.join(taken)}" if same_domain else "is not empty"
-        raise SegmergeError(f"{root}: {what}; pass overwrite=True to replace it, or choose another folder")
+        raise SegmergeError(
+            f"{root}: {what}; pass --overwrite (overwrite=True) to replace it, or choose another folder"
+        )
     return "split" if same_domain else "replace-all"
 
 
