@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -14,16 +15,76 @@ CHUNK = 8 * 1024 * 1024
 
 
 def sha256_of(path: Path) -> str:
-    """Hash of a file, or of a folder's files (names and bytes, in name order)."""
-    digest = hashlib.sha256()
+    """Hash of a file, or of a folder's files (names and bytes, in name order); remembered in the
+    hash cache (:func:`hash_cache_file`) by path, size, modification time and inode, so merging the
+    same inputs again does not read them twice."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    key = _cache_key(path, files)
+    cached = _read_cache().get(key) if key else None
+    if cached:
+        return cached
+    digest = hashlib.sha256()
     for file in files:
         if path.is_dir():
             digest.update(str(file.relative_to(path)).encode() + b"\0")
         with open(file, "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
+    if key:
+        _remember(key, digest.hexdigest())
     return digest.hexdigest()
+
+
+HASH_CACHE_ENTRIES = 2000
+
+
+def hash_cache_file() -> Path | None:
+    """Where input hashes are remembered: ``$SEGMERGE_HASH_CACHE`` (a file path; ``off`` disables
+    it), else ``$XDG_CACHE_HOME/segmerge/sha256.json``, else ``~/.cache/segmerge/sha256.json``."""
+    setting = os.environ.get("SEGMERGE_HASH_CACHE")
+    if setting is not None:
+        return None if setting.strip().lower() in ("", "0", "off", "no") else Path(setting)
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "segmerge" / "sha256.json"
+
+
+def _cache_key(path: Path, files: list[Path]) -> str | None:
+    # A file that changes changes its size or its modification time (nanoseconds) or, when it is
+    # replaced, its inode; for a folder every file's are part of the key.
+    try:
+        stats = [(str(f.relative_to(path)) if path.is_dir() else "", f.stat()) for f in files]
+    except OSError:
+        return None
+    parts = [str(path.resolve())] + [f"{n}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}" for n, st in stats]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _read_cache() -> dict[str, str]:
+    file = hash_cache_file()
+    if file is None or not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):  # a damaged cache is only a cache: hash again
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(key: str, digest: str) -> None:
+    file = hash_cache_file()
+    if file is None:
+        return
+    entries = _read_cache()
+    entries.pop(key, None)
+    entries[key] = digest
+    entries = dict(list(entries.items())[-HASH_CACHE_ENTRIES:])
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(entries))
+        os.replace(temporary, file)  # whole or not at all, whoever writes last
+    except OSError:  # a read-only home: no cache, same hashes
+        pass
 
 
 class Hasher:
