@@ -473,3 +473,23 @@ def test_more_segments_than_a_byte_can_index_agree_with_cityscapesscripts(tmp_pa
         assert (int(metric.tp[k]), int(metric.fp[k]), int(metric.fn[k])) == (ref.tp, ref.fp, ref.fn)
         assert float(metric.iou_sum[k]) == ref.iou
     assert int(metric.tp.sum()) > 0
+
+
+def test_the_hotcoco_engine_counts_as_cityscapesscripts(tmp_path, capsys):
+    """``--engine hotcoco`` (optional package): the reference's counts; IoU sums up to summation order."""
+    from segmerge.evaluation.scoring import score_panoptic_folders
+
+    images = random_dataset(12, n_images=6)
+    files = write_cityscapes_like(tmp_path, images, seed=12)
+    try:
+        import hotcoco  # noqa: F401
+    except ImportError:
+        with pytest.raises(SegmergeError, match="pip install hotcoco"):
+            score_panoptic_folders(*files, engine="hotcoco")
+        pytest.skip("hotcoco is not installed (it is optional)")
+    stat = single_core_reference(*files)
+    counts = score_panoptic_folders(*files, engine="hotcoco")
+    for k, category in enumerate(CATEGORIES):
+        ref = stat[category["id"]]
+        assert (counts.tp[k], counts.fp[k], counts.fn[k]) == (ref.tp, ref.fp, ref.fn), category["name"]
+        assert counts.iou_sum[k] == pytest.approx(ref.iou, rel=1e-12, abs=1e-12)

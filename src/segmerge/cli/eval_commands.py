@@ -128,6 +128,12 @@ def score_command(
         int | None,
         typer.Option("--workers", help="processes reading and counting the images [default: all cores]", min=1),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="panoptic: numpy (segmerge's own) or hotcoco (optional package, faster; see docs)"
+        ),
+    ] = "numpy",
 ) -> None:
     """Score predictions on disk: mIoU of label PNGs, or PQ/SQ/RQ of COCO panoptic files.
 
@@ -149,10 +155,12 @@ def score_command(
         ]
         if missing:
             raise SegmergeError(f"--panoptic needs {', '.join(missing)}")
-        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir, workers).compute().as_dict()
+        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir, workers, engine).compute().as_dict()
     else:
         if pred is None or gt is None:
             raise SegmergeError("give --pred and --gt folders (or --panoptic with its files)")
+        if engine != "numpy":
+            raise SegmergeError(f"--engine {engine}: only --panoptic scoring has engines")
         from segmerge.evaluation.results import semantic_summary
         from segmerge.labels import class_names
 
