@@ -1,8 +1,8 @@
 """How fast ``segmerge score --panoptic`` is against cityscapesscripts' evaluator and hotcoco.
 
 Builds (once, cached in ``--workdir``) a Cityscapes-val-like panoptic set: ``--images``
-scenes of the synthetic target domain rendered at 1024x2048 (with twice the target's
-traffic, for Cityscapes' ~20 segments per image), in Cityscapes' ids (labelId * 1000 + k
+scenes of the synthetic target domain rendered at 1024x2048 (with 4x the target's
+vehicles and people, for Cityscapes' ~20 segments per image), in Cityscapes' ids (labelId * 1000 + k
 for objects, labelId for stuff), with crowd regions (some of a class's objects merged into
 one ``iscrowd`` segment, as Cityscapes labels groups) and void (the bonnet, a border and
 small unlabelled patches), string image ids; and predictions perturbed from the ground
@@ -18,7 +18,11 @@ the tools agree. Run it on an idle machine::
 
 ``--hotcoco-venv`` is a virtualenv with ``hotcoco`` (and numpy, pillow) installed; without
 it hotcoco is skipped. hotcoco rejects string image ids, so it reads copies of the two
-JSON files with the ids numbered (written once, untimed).
+JSON files with the ids numbered (written once, untimed). If that venv also has typer and
+rich, ``segmerge score --engine hotcoco`` is timed there too, and ``segmerge score`` with
+pyspng if that is installed there (segmerge's scoring needs no torch; it runs from segmerge's
+source folder). ``--decoders`` times the PNG decoders importable there (Pillow, OpenCV, pyspng,
+imagecodecs) and the inflate step alone (zlib, zlib-ng, isal, libdeflate), on the set's files.
 """
 
 from __future__ import annotations
@@ -309,11 +313,14 @@ def tools(folder: Path, hotcoco_python: str | None, before_src: Path | None, wor
         )
         out["hotcoco"] = ([hotcoco_python, "-c", code], env)
         has_typer = subprocess.run([hotcoco_python, "-c", "import typer, rich"], capture_output=True).returncode == 0
-        if has_typer:
-            engine_env = {**env, "PYTHONPATH": src}
+        has_spng = subprocess.run([hotcoco_python, "-c", "import pyspng"], capture_output=True).returncode == 0
+        if has_typer:  # segmerge's scoring imports no torch: it runs in that venv from segmerge's source
+            venv_env = {**env, "PYTHONPATH": src}
+            if has_spng:
+                out["segmerge score, pyspng installed"] = ([hotcoco_python, "-m", "segmerge", *panoptic], venv_env)
             out["segmerge score --engine hotcoco"] = (
                 [hotcoco_python, "-m", "segmerge", *panoptic, "--engine", "hotcoco"],
-                engine_env,
+                venv_env,
             )
     return out
 
@@ -330,6 +337,70 @@ def scores(name: str, run: dict, folder: Path) -> tuple[float, float, float]:
     return tuple(100 * data[g]["pq"] for g in ("All", "Things", "Stuff"))
 
 
+DECODERS = """
+import glob, struct, sys, time, zlib
+import numpy as np
+files = sorted(glob.glob(sys.argv[1] + "/gt/*.png"))[:40] + sorted(glob.glob(sys.argv[1] + "/pred/*.png"))[:40]
+tools = {}
+from PIL import Image, features
+def pil(f):
+    with Image.open(f) as im:
+        return im.tobytes("raw", "RGBX")
+tools[f"Pillow {Image.__version__} (zlib {features.version('zlib')})"] = pil
+try:
+    import cv2
+    cv2.setNumThreads(1)
+    tools[f"OpenCV {cv2.__version__} cv2.imread"] = lambda f: cv2.imread(f, cv2.IMREAD_UNCHANGED)
+except ImportError:
+    pass
+try:
+    import pyspng
+    tools["pyspng (libspng)"] = lambda f: pyspng.load(open(f, "rb").read())
+except ImportError:
+    pass
+try:
+    import imagecodecs
+    tools["imagecodecs png_decode (libpng)"] = lambda f: imagecodecs.png_decode(open(f, "rb").read())
+except ImportError:
+    imagecodecs = None
+def idat(f):
+    data, pos, out = open(f, "rb").read(), 8, []
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            out.append(data[pos + 8 : pos + 8 + n])
+        pos += 12 + n
+    return b"".join(out)
+streams = [idat(f) for f in files]
+inflate = {"inflate only: zlib " + zlib.ZLIB_RUNTIME_VERSION: zlib.decompress}
+try:
+    from zlib_ng import zlib_ng
+    inflate["inflate only: zlib-ng"] = zlib_ng.decompress
+except ImportError:
+    pass
+try:
+    from isal import isal_zlib
+    inflate["inflate only: isal"] = isal_zlib.decompress
+except ImportError:
+    pass
+if imagecodecs is not None:
+    inflate["inflate only: libdeflate (imagecodecs)"] = lambda d: imagecodecs.deflate_decode(d, out=1 << 23)
+for _ in range(2):  # the second round is printed
+    lines = []
+    for name, fn in tools.items():
+        start = time.process_time()
+        for f in files:
+            fn(f)
+        lines.append(f"  {name}: {1000 * (time.process_time() - start) / len(files):.1f} ms CPU per image")
+    for name, fn in inflate.items():
+        start = time.process_time()
+        for d in streams:
+            fn(d)
+        lines.append(f"  {name}: {1000 * (time.process_time() - start) / len(streams):.1f} ms CPU per image")
+print("\\n".join(lines))
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/segmerge-score-bench"))
@@ -339,6 +410,7 @@ def main() -> None:
     parser.add_argument("--hotcoco-venv", type=Path, help="a virtualenv with hotcoco, numpy and pillow")
     parser.add_argument("--workers", type=int, help="segmerge score --workers [all cores]")
     parser.add_argument("--before-src", type=Path, help="also time the segmerge whose src/ folder this is")
+    parser.add_argument("--decoders", action="store_true", help="also time the PNG decoders of --hotcoco-venv")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"building (or reusing) the set in {args.workdir} ...", file=sys.stderr)
@@ -388,6 +460,10 @@ def main() -> None:
     print("per-run wall seconds:")
     for name, rs in runs.items():
         print(f"  {name}: " + " ".join(f"{r['wall']:.2f}" for r in rs))
+    if args.decoders:
+        python = hotcoco_python or sys.executable
+        print(f"\nPNG decoding, one process, {python} (load average {os.getloadavg()[0]:.2f}):")
+        print(subprocess.run([python, "-c", DECODERS, str(folder)], capture_output=True, text=True, check=True).stdout)
 
 
 if __name__ == "__main__":

@@ -297,3 +297,23 @@ def test_score_semantic_files_gives_the_same_matrix_with_any_number_of_workers(t
     assert np.array_equal(one.confusion_matrix, reference.confusion_matrix.numpy())
     assert np.array_equal(two.confusion_matrix, one.confusion_matrix)
     assert one.compute(subset="synthia16") == reference.compute(subset="synthia16")
+
+
+def test_panoptic_pngs_decode_to_the_same_ids_with_pillow_and_pyspng(tmp_path):
+    """pyspng, when installed, decodes panoptic PNGs instead of Pillow: the same pixels, so the same scores."""
+    from segmerge.evaluation.scoring import ID_BITS, read_panoptic_png
+
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 2**24, (6, 7))
+    Image.fromarray(id2rgb(ids)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([id2rgb(ids), np.full((6, 7), 9, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(id2rgb(ids)).convert("P").save(tmp_path / "palette.png")
+    for name in ("rgb", "rgba"):
+        assert np.array_equal(read_panoptic_png(tmp_path / f"{name}.png", "pillow") & ID_BITS, ids)
+    palette = np.asarray(Image.open(tmp_path / "palette.png").convert("RGB")).astype(np.int64)
+    expected = palette[..., 0] + 256 * palette[..., 1] + 65536 * palette[..., 2]
+    assert np.array_equal(read_panoptic_png(tmp_path / "palette.png", "pillow") & ID_BITS, expected)
+    pytest.importorskip("pyspng")
+    for name in ("rgb", "rgba", "palette"):
+        path = tmp_path / f"{name}.png"
+        assert np.array_equal(read_panoptic_png(path, "pyspng") & ID_BITS, read_panoptic_png(path, "pillow") & ID_BITS)
