@@ -342,11 +342,23 @@ import glob, struct, sys, time, zlib
 import numpy as np
 files = sorted(glob.glob(sys.argv[1] + "/gt/*.png"))[:40] + sorted(glob.glob(sys.argv[1] + "/pred/*.png"))[:40]
 tools = {}
-from PIL import Image, features
+from PIL import Image, ImageFile, features
+def pil_load(f):
+    with Image.open(f) as im:
+        im.load()
 def pil(f):
     with Image.open(f) as im:
         return im.tobytes("raw", "RGBX")
-tools[f"Pillow {Image.__version__} (zlib {features.version('zlib')})"] = pil
+def pil_one_piece(f):
+    block, ImageFile.MAXBLOCK = ImageFile.MAXBLOCK, 1 << 26
+    try:
+        return pil(f)
+    finally:
+        ImageFile.MAXBLOCK = block
+name = f"Pillow {Image.__version__} (zlib {features.version('zlib')})"
+tools[name + ", decoding only"] = pil_load
+tools[name + ", decoded and copied out (tobytes)"] = pil
+tools[name + ", decoded and copied out in one piece (segmerge)"] = pil_one_piece
 try:
     import cv2
     cv2.setNumThreads(1)
