@@ -140,7 +140,9 @@ def score_command(
     Reads the files in parallel (--workers) with numpy alone; the scores do not depend on the
     number of workers.
     """
-    from segmerge.evaluation.scoring import score_panoptic_folders, score_semantic_folders
+    from segmerge.evaluation.scoring import keep_freed_memory, score_panoptic_folders, score_semantic_folders
+
+    keep_freed_memory()  # this process is the command's: keep image buffers between images
 
     if panoptic:
         missing = [

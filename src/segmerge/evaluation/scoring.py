@@ -13,6 +13,7 @@ the number of workers.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import multiprocessing
@@ -88,6 +89,24 @@ def _context():
     return multiprocessing.get_context("spawn")
 
 
+def keep_freed_memory() -> None:
+    """Have glibc keep freed image buffers for the next image rather than hand them back to the system.
+
+    Each image pair allocates tens of MB (decoded pixels, their copy); returned and re-faulted,
+    they cost a fifth of the CPU time in page faults. Called in the worker processes and by the
+    ``score`` command, which own their process; a no-op where malloc has no ``mallopt``.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # buffers up to 32 MiB come from the heap ...
+    mallopt(m_trim_threshold, 256 << 20)  # ... which keeps up to 256 MiB of freed memory
+
+
 def map_in_order(func: Callable, tasks: Sequence, workers: int | None = None) -> Iterator:
     """``func`` over ``tasks`` in up to ``workers`` processes (None: all cores), results in task order."""
     workers = default_workers() if workers is None else workers
@@ -97,7 +116,7 @@ def map_in_order(func: Callable, tasks: Sequence, workers: int | None = None) ->
     if workers <= 1:
         yield from map(func, tasks)
         return
-    with _context().Pool(workers) as pool:
+    with _context().Pool(workers, initializer=keep_freed_memory) as pool:
         yield from pool.imap(func, tasks, chunksize=1)
 
 
