@@ -84,6 +84,7 @@ def test_import_segmerge_does_not_load_torch_until_a_name_needs_it():
         "before = 'torch' in sys.modules\n"
         "from segmerge import api\n"
         "print(before, callable(segmerge.merge), api.merge is segmerge.merge, 'torch' in sys.modules)\n"
+        "print(segmerge.checkpoints.load_checkpoint is segmerge.load_checkpoint, hasattr(segmerge, 'no_such_name'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["False", "True", "True", "True"]
+    assert out.split() == ["False", "True", "True", "True", "True", "False"]

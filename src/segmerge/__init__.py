@@ -15,6 +15,7 @@ no torch, such as scoring prediction files) does not load torch.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 from segmerge._version import __version__
@@ -50,11 +51,13 @@ __all__ = [
 
 def __getattr__(name: str):
     module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'segmerge' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once imported, a plain attribute
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"segmerge.{name}") is not None:
+        return importlib.import_module(f"segmerge.{name}")  # segmerge.api etc., as when they were imported here
+    raise AttributeError(f"module 'segmerge' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
