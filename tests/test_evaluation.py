@@ -251,3 +251,69 @@ def test_eval_panoptic_mask2former(tmp_path):
     assert {"pq", "sq", "rq", "pq_things", "pq_stuff", "per_class"} <= set(row["panoptic"])
     assert "miou" in row  # the semantic output is scored too
     assert (out / "qualitative.png").is_file()
+
+
+def test_score_runs_in_worker_processes_without_torch(tmp_path):
+    """`segmerge score` (panoptic and semantic) never imports torch, in the command or its workers."""
+    test_score_panoptic_files(tmp_path)  # writes gt/, pred/, gt.json, pred.json
+    for side, value in (("sem_gt", 0), ("sem_pred", 1)):
+        (tmp_path / side).mkdir()
+        for name in ("y", "z"):
+            Image.fromarray(np.full((4, 6), value, np.uint8)).save(tmp_path / side / f"{name}.png")
+    files = {"--gt-json": "gt.json", "--gt-dir": "gt", "--pred-json": "pred.json", "--pred-dir": "pred"}
+    panoptic = ["score", "--panoptic", "--workers", "2", *(x for k, v in files.items() for x in (k, str(tmp_path / v)))]
+    semantic = ["score", "--pred", str(tmp_path / "sem_pred"), "--gt", str(tmp_path / "sem_gt"), "--workers", "2"]
+    for args in (panoptic, semantic):
+        code = (
+            "import sys\n"
+            f"sys.argv = {['segmerge', *args]!r}\n"
+            "from segmerge.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch')\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.stdout.strip().endswith("no torch"), run.stdout[-500:]
+
+
+def test_score_semantic_files_gives_the_same_matrix_with_any_number_of_workers(tmp_path):
+    from segmerge.evaluation.scoring import score_semantic_folders
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    reference = SemanticMetric(19)
+    for i in range(5):
+        gt = rng.integers(0, 19, (24, 40)).astype(np.uint16 if i == 4 else np.uint8)  # one 16-bit label file
+        gt[:2] = 255
+        pred = np.where(rng.random(gt.shape) < 0.6, gt, rng.integers(0, 19, gt.shape)).astype(np.uint8)
+        pred[gt == 255] = rng.integers(0, 19)
+        Image.fromarray(gt).save(tmp_path / "gt" / f"a{i}.png")
+        Image.fromarray(pred).save(tmp_path / "pred" / f"a{i}.png")
+        reference.update(pred.astype(np.int64), gt.astype(np.int64))
+    names = [str(i) for i in range(19)]
+    one, two = (score_semantic_folders(tmp_path / "pred", tmp_path / "gt", 19, names, workers=n) for n in (1, 2))
+    assert np.array_equal(one.confusion_matrix, reference.confusion_matrix.numpy())
+    assert np.array_equal(two.confusion_matrix, one.confusion_matrix)
+    assert one.compute(subset="synthia16") == reference.compute(subset="synthia16")
+
+
+def test_panoptic_pngs_decode_to_the_same_ids_with_pillow_and_pyspng(tmp_path):
+    """pyspng, when installed, decodes panoptic PNGs instead of Pillow: the same pixels, so the same scores."""
+    from segmerge.evaluation.scoring import ID_BITS, read_panoptic_png
+
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, 2**24, (6, 7))
+    Image.fromarray(id2rgb(ids)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([id2rgb(ids), np.full((6, 7), 9, np.uint8)])).save(tmp_path / "rgba.png")
+    Image.fromarray(id2rgb(ids)).convert("P").save(tmp_path / "palette.png")
+    for name in ("rgb", "rgba"):
+        assert np.array_equal(read_panoptic_png(tmp_path / f"{name}.png", "pillow") & ID_BITS, ids)
+    palette = np.asarray(Image.open(tmp_path / "palette.png").convert("RGB")).astype(np.int64)
+    expected = palette[..., 0] + 256 * palette[..., 1] + 65536 * palette[..., 2]
+    assert np.array_equal(read_panoptic_png(tmp_path / "palette.png", "pillow") & ID_BITS, expected)
+    pytest.importorskip("pyspng")
+    for name in ("rgb", "rgba", "palette"):
+        path = tmp_path / f"{name}.png"
+        assert np.array_equal(read_panoptic_png(path, "pyspng") & ID_BITS, read_panoptic_png(path, "pillow") & ID_BITS)

@@ -381,3 +381,115 @@ def test_cityscapes_categories_follow_cityscapesscripts_labels():
             assert cat["name"] == label.name
             assert cat["id"] == (train_id if ids == "train_id" else label.id)
             assert cat["isthing"] == int(label.hasInstances)
+
+
+def write_cityscapes_like(root: Path, images, seed: int):
+    """The files as a Cityscapes evaluation has them: string image ids, other file names for the
+    predictions, and the prediction JSON listing the images in another order than the ground truth."""
+    rng = np.random.default_rng(seed)
+    gt_anns, pred_anns = [], []
+    for side in ("gt", "pred"):
+        (root / side).mkdir()
+    for k, (_, gt_ids, gt_info, pred_ids, pred_info) in enumerate(images):
+        image_id = f"frankfurt_{seed:06d}_{k:06d}"
+        Image.fromarray(id2rgb(gt_ids)).save(root / "gt" / f"{image_id}_gtFine_panoptic.png")
+        Image.fromarray(id2rgb(pred_ids)).save(root / "pred" / f"{image_id}_leftImg8bit.png")
+        gt_anns.append({"image_id": image_id, "file_name": f"{image_id}_gtFine_panoptic.png", "segments_info": gt_info})
+        pred_anns.append({"image_id": image_id, "file_name": f"{image_id}_leftImg8bit.png", "segments_info": pred_info})
+    rng.shuffle(pred_anns)
+    (root / "gt.json").write_text(json.dumps({"annotations": gt_anns, "categories": CATEGORIES}))
+    (root / "pred.json").write_text(json.dumps({"annotations": pred_anns, "categories": CATEGORIES}))
+    return root / "gt.json", root / "gt", root / "pred.json", root / "pred"
+
+
+def single_core_reference(gt_json: Path, gt_dir: Path, pred_json: Path, pred_dir: Path):
+    """cityscapesscripts' per-category stats on one process, images in the ground truth's order."""
+    gt_anns = json.loads(gt_json.read_text())["annotations"]
+    pred_anns = {a["image_id"]: a for a in json.loads(pred_json.read_text())["annotations"]}
+    pairs = [(a, pred_anns[a["image_id"]]) for a in gt_anns]
+    return reference.pq_compute_single_core(0, pairs, str(gt_dir), str(pred_dir), {c["id"]: c for c in CATEGORIES})
+
+
+def test_files_with_crowd_void_string_ids_and_shuffled_order_agree_with_cityscapesscripts(tmp_path, capsys):
+    from typer.testing import CliRunner
+
+    from segmerge.cli.app import app
+    from segmerge.evaluation.scoring import score_panoptic_folders
+
+    images = random_dataset(11, n_images=12)
+    assert any(s["iscrowd"] for _, _, info, _, _ in images for s in info)  # crowd regions
+    assert all((gt_ids == 0).any() for _, gt_ids, _, _, _ in images)  # void in every image
+    files = write_cityscapes_like(tmp_path, images, seed=11)
+    expected = reference.evaluatePanoptic(*(str(f) for f in files), str(tmp_path / "reference.json"))
+    stat = single_core_reference(*files)
+
+    by_workers = {n: score_panoptic_folders(*files, workers=n) for n in (1, 2, 3)}
+    counts = by_workers[1]
+    for other in by_workers.values():  # the same numbers, bit for bit, whatever the number of workers
+        for name in ("tp", "fp", "fn", "iou_sum"):
+            assert np.array_equal(getattr(other, name), getattr(counts, name)), name
+    for k, category in enumerate(CATEGORIES):  # counts and IoU sums are the reference's, bit for bit
+        ref = stat[category["id"]]
+        assert (counts.tp[k], counts.fp[k], counts.fn[k]) == (ref.tp, ref.fp, ref.fn), category["name"]
+        assert counts.iou_sum[k] == ref.iou, category["name"]
+
+    result = counts.compute()
+    assert sum(c.tp for c in result.per_class) > 0 and sum(c.fp for c in result.per_class) > 0
+    for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
+        assert getattr(result, "n" + suffix) == expected[group]["n"]
+        for m in ("pq", "sq", "rq"):  # the reference sums its worker processes' shares: equal up to that order
+            assert getattr(result, m + suffix) == pytest.approx(100 * expected[group][m], rel=1e-12, abs=1e-12)
+    for cls in result.per_class:
+        ref = expected["per_class"][cls.category_id]
+        for m in ("pq", "sq", "rq"):
+            if math.isnan(getattr(cls, m)):  # never seen: the reference prints 0 and leaves it out too
+                assert ref[m] == 0.0 and cls.tp + cls.fp + cls.fn == 0
+            else:
+                assert getattr(cls, m) == pytest.approx(100 * ref[m], rel=1e-12, abs=1e-12), (cls.name, m)
+
+    flags = ["--gt-json", files[0], "--gt-dir", files[1], "--pred-json", files[2], "--pred-dir", files[3]]
+    out = CliRunner().invoke(app, ["score", "--panoptic", *map(str, flags), "--json", "--workers", "2"])
+    assert out.exit_code == 0, out.output
+    printed = json.loads(out.stdout)
+    assert printed["pq"] == result.pq and printed["per_class"][0]["tp"] == result.per_class[0].tp
+
+
+def test_more_segments_than_a_byte_can_index_agree_with_cityscapesscripts(tmp_path, capsys):
+    """Over 253 segments in one image: the id -> index table is 16-bit then."""
+    rng = np.random.default_rng(5)
+    index = np.arange(H * W).reshape(H, W) // 7 + 1  # 320 segments of 7 pixels
+    index[:2] = 0
+    categories = {int(s): int(rng.choice(KNOWN)) for s in np.unique(index) if s}
+    pred_index = np.roll(index, 2, axis=1)
+    gt_ids, gt_info = _finish(rng, index, categories, crowd={5, 6})
+    pred_ids, pred_info = _finish(rng, pred_index, categories, set())
+    images = [("many", gt_ids, gt_info, pred_ids, pred_info)]
+    assert len(gt_info) > 300
+    files = write_cityscapes_like(tmp_path, images, seed=5)
+    stat = single_core_reference(*files)
+    metric = ours(images)
+    for k, category in enumerate(CATEGORIES):
+        ref = stat[category["id"]]
+        assert (int(metric.tp[k]), int(metric.fp[k]), int(metric.fn[k])) == (ref.tp, ref.fp, ref.fn)
+        assert float(metric.iou_sum[k]) == ref.iou
+    assert int(metric.tp.sum()) > 0
+
+
+def test_the_hotcoco_engine_counts_as_cityscapesscripts(tmp_path, capsys):
+    """``--engine hotcoco`` (optional package): the reference's counts; IoU sums up to summation order."""
+    from segmerge.evaluation.scoring import score_panoptic_folders
+
+    images = random_dataset(12, n_images=6)
+    files = write_cityscapes_like(tmp_path, images, seed=12)
+    try:
+        import hotcoco  # noqa: F401
+    except ImportError:
+        with pytest.raises(SegmergeError, match="pip install hotcoco"):
+            score_panoptic_folders(*files, engine="hotcoco")
+        pytest.skip("hotcoco is not installed (it is optional)")
+    stat = single_core_reference(*files)
+    counts = score_panoptic_folders(*files, engine="hotcoco")
+    for k, category in enumerate(CATEGORIES):
+        ref = stat[category["id"]]
+        assert (counts.tp[k], counts.fp[k], counts.fn[k]) == (ref.tp, ref.fp, ref.fn), category["name"]
+        assert counts.iou_sum[k] == pytest.approx(ref.iou, rel=1e-12, abs=1e-12)

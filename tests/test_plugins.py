@@ -63,3 +63,28 @@ def test_a_checkpoint_no_loader_recognises_is_refused_with_what_to_pass(tmp_path
     torch.save({"w": torch.zeros(2)}, tmp_path / "plain.pth")
     with pytest.raises(SegmergeError, match="--model FILE.py:function"):
         load_segmenter(str(tmp_path / "plain.pth"))
+
+
+def test_choices_written_out_for_a_fast_start_match_the_registries():
+    """`merge`/`tune` list their choices without importing the merge methods or the tuning code (torch)."""
+    from segmerge.cli import options, tune_command
+    from segmerge.merging.methods import method_names
+    from segmerge.tuning import LOSSES, SELECTION_RULES
+    from segmerge.tuning.search import DEFAULT_CRITERION
+
+    assert list(options.BUILTIN_METHODS) == method_names()
+    assert list(tune_command.SELECTION_RULES) == list(SELECTION_RULES)
+    assert list(tune_command.LOSSES) == list(LOSSES)
+    assert tune_command.DEFAULT_CRITERION == DEFAULT_CRITERION
+
+
+def test_import_segmerge_does_not_load_torch_until_a_name_needs_it():
+    code = (
+        "import sys, segmerge, segmerge.cli.app, segmerge.metrics\n"
+        "before = 'torch' in sys.modules\n"
+        "from segmerge import api\n"
+        "print(before, callable(segmerge.merge), api.merge is segmerge.merge, 'torch' in sys.modules)\n"
+        "print(segmerge.checkpoints.load_checkpoint is segmerge.load_checkpoint, hasattr(segmerge, 'no_such_name'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True", "True", "True", "True", "False"]

@@ -177,9 +177,25 @@ def score_command(
     pred_json: Annotated[Path | None, typer.Option("--pred-json")] = None,
     pred_dir: Annotated[Path | None, typer.Option("--pred-dir")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="processes reading and counting the images [default: all cores]", min=1),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="panoptic: numpy (segmerge's own) or hotcoco (optional package, faster; see docs)"
+        ),
+    ] = "numpy",
 ) -> None:
-    """Score predictions on disk: mIoU of label PNGs, or PQ/SQ/RQ of COCO panoptic files."""
-    from segmerge.evaluation.scoring import score_panoptic_folders, score_semantic_folders
+    """Score predictions on disk: mIoU of label PNGs, or PQ/SQ/RQ of COCO panoptic files.
+
+    Reads the files in parallel (--workers) with numpy alone; the scores do not depend on the
+    number of workers.
+    """
+    from segmerge.evaluation.scoring import keep_freed_memory, score_panoptic_folders, score_semantic_folders
+
+    keep_freed_memory()  # this process is the command's: keep image buffers between images
 
     if panoptic:
         missing = [
@@ -194,14 +210,16 @@ def score_command(
         ]
         if missing:
             raise SegmergeError(f"--panoptic needs {', '.join(missing)}")
-        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir).compute().as_dict()
+        summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir, workers, engine).compute().as_dict()
     else:
         if pred is None or gt is None:
             raise SegmergeError("give --pred and --gt folders (or --panoptic with its files)")
-        from segmerge.evaluation.runner import semantic_summary
+        if engine != "numpy":
+            raise SegmergeError(f"--engine {engine}: only --panoptic scoring has engines")
+        from segmerge.evaluation.results import semantic_summary
         from segmerge.labels import class_names
 
-        metric = score_semantic_folders(pred, gt, num_classes, list(class_names(num_classes)), ignore_index)
+        metric = score_semantic_folders(pred, gt, num_classes, list(class_names(num_classes)), ignore_index, workers)
         summary = semantic_summary(metric, tuple(protocol or ()))
     if as_json:
         _print_json(summary)

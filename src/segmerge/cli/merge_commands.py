@@ -8,18 +8,16 @@ from typing import Annotated
 
 import typer
 
-from segmerge import api
-from segmerge.checkpoints import open_checkpoint
 from segmerge.cli.app import app, stderr, stdout, user_errors
-from segmerge.cli.options import recipe_options
-from segmerge.cli.plan_view import render_plan
+from segmerge.cli.options import BUILTIN_METHODS, recipe_options
 from segmerge.errors import RecipeError
-from segmerge.merging.execute import single_threaded
-from segmerge.merging.methods import method_names
+
+# torch and the merge machinery are imported inside the commands, so that registering them
+# (every ``segmerge`` start, ``segmerge score`` included) does not load torch.
 
 Models = Annotated[list[str] | None, typer.Argument(help="checkpoints: .pth/.pt/.bin, .safetensors, HF folders")]
 Anchor = Annotated[int | None, typer.Option("--anchor", help="0-based position of the anchor [default: 0]")]
-Method = Annotated[str | None, typer.Option("--method", "-m", help=f"one of {', '.join(method_names())}")]
+Method = Annotated[str | None, typer.Option("--method", "-m", help=f"one of {', '.join(BUILTIN_METHODS)}")]
 RampStart = Annotated[float | None, typer.Option("--ramp-start", help="layerwise: t0, depth where the ramp starts")]
 EndWeight = Annotated[float | None, typer.Option("--end-weight", help="layerwise: anchor weight at the last layer")]
 Ramp = Annotated[str | None, typer.Option("--ramp", help="layerwise: linear, cosine or step")]
@@ -75,6 +73,8 @@ BOOL_FLAGS = ("keep_wrapper", "allow_few")
 
 def _recipe(models, recipe_file, given: dict):
     """The recipe the command runs: from --recipe, or from the models and the recipe flags."""
+    from segmerge import api
+
     options = recipe_options(**{k: (given.get(k) or None) if k in BOOL_FLAGS else given.get(k) for k in RECIPE_FLAGS})
     if recipe_file is not None:
         if models or options:
@@ -116,6 +116,9 @@ def plan(
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Show what a merge would do: every layer with its depth and weights, every key's fate."""
+    from segmerge import api
+    from segmerge.cli.plan_view import render_plan
+
     the_recipe = _recipe(models, recipe, locals())
     the_plan = api.plan(the_recipe, trust_pickle=trust_pickle, check_relatedness=check)
     if as_json:
@@ -158,6 +161,9 @@ def merge(
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Merge the models into one checkpoint (layer-wise by default, docs/method.md defaults)."""
+    from segmerge import api
+    from segmerge.merging.execute import single_threaded
+
     the_recipe = _recipe(models, recipe, locals())
     target = api.output_path(the_recipe, output)
     if target is None:
@@ -195,6 +201,8 @@ def convert(
     trust_pickle: TrustPickle = False,
 ) -> None:
     """Write a MiT encoder (and SegFormer MLP head) in another framework's key layout, exactly."""
+    from segmerge import api
+
     written, layout, unchanged = api.convert(checkpoint, output, to, trust_pickle, network, overwrite)
     stderr.print(f"wrote {written} ({layout} -> {to})", highlight=False)
     if unchanged:
@@ -215,6 +223,8 @@ def show_recipe(
     ] = False,
 ) -> None:
     """Print the recipe a segmerge output was made with (pass it to `merge --recipe` to reproduce it)."""
+    from segmerge.checkpoints import open_checkpoint
+
     found = open_checkpoint(checkpoint).provenance()
     if not found:
         raise RecipeError(f"{checkpoint}: holds no segmerge recipe (was it written by segmerge merge?)")

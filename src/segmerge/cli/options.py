@@ -7,6 +7,10 @@ from typing import Any
 
 from segmerge.errors import RecipeError
 
+BUILTIN_METHODS = ("dare", "layerwise", "linear", "task-arithmetic", "ties")
+"""The merge methods segmerge ships, for ``--help``; written out so that the command line starts
+without importing the methods (and torch). A test checks it against the methods' registry."""
+
 
 def parse_rename(values: list[str] | None) -> dict[int, list[tuple[str, str]]]:
     """``N:PATTERN=REPL`` -> {N: [(PATTERN, REPL)]}; the first unescaped '=' splits."""

@@ -9,16 +9,19 @@ from typing import Annotated
 
 import typer
 
-from segmerge.checkpoints.atomic import claim_folder
 from segmerge.cli.app import app, stderr, user_errors
 from segmerge.cli.options import parse_rename
 from segmerge.errors import SegmergeError
-from segmerge.evaluation.prediction import InferenceConfig
-from segmerge.tuning import LOSSES, SELECTION_RULES, TuningModels, learn, load_images, search, write_result
-from segmerge.tuning.search import DEFAULT_CRITERION
 
 DEFAULT_IMAGES = 64
 DEFAULT_STEPS = 100
+
+# segmerge.tuning (and torch) is imported when the command runs, not when it is registered, so
+# these choices are written out here; a test checks them against SELECTION_RULES, LOSSES and
+# DEFAULT_CRITERION in segmerge.tuning.
+SELECTION_RULES = ("entropy", "agreement", "consistency", "rank")
+LOSSES = ("entropy", "distill", "both")
+DEFAULT_CRITERION = "agreement"
 
 # The choices as typer enums, so that --help lists them and typer refuses other values (exit 2).
 SearchMode = Enum("SearchMode", {"grid": "grid"}, type=str)
@@ -91,6 +94,9 @@ def tune(
     ] = False,
 ) -> None:
     """Choose or learn the merge on unlabelled target images; write it, its recipe and a report."""
+    from segmerge.evaluation.prediction import InferenceConfig
+    from segmerge.tuning import TuningModels, learn, load_images, search, write_result
+
     if learn_mode and search_mode is not None:
         raise SegmergeError("--search and --learn are two modes; give one")
     if len(models) < 2:
@@ -98,6 +104,8 @@ def tune(
     if output.exists() and not overwrite:
         raise SegmergeError(f"{output}: already exists; pass --overwrite to replace it")
     if report is not None:
+        from segmerge.checkpoints.atomic import claim_folder
+
         claim_folder(report, "tune", overwrite)
     inference = InferenceConfig(device=device, amp=amp, batch_size=batch_size)  # checks --device before any work
     renames = parse_rename(rename) or None

@@ -6,6 +6,7 @@ nothing here draws or writes files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -67,3 +68,18 @@ class EvaluationResult:
             "ignore_index": self.ignore_index,
             "models": [row(r) for r in self.rows],
         }
+
+
+def semantic_summary(metric, subsets: Sequence[str]) -> dict:
+    """mIoU, accuracies, per-class IoU and the mIoU of each class subset, of a metric with ``compute(subset=)``."""
+    result = metric.compute()
+    summary = {
+        "miou": float(result.miou),
+        "pixel_accuracy": float(result.pixel_accuracy),
+        "mean_accuracy": float(result.mean_accuracy),
+        "per_class": [{"name": n, "iou": float(v)} for n, v in zip(result.class_names, result.iou, strict=True)],
+        "subsets": {},
+    }
+    for subset in subsets:
+        summary["subsets"][subset] = float(metric.compute(subset=subset).miou)
+    return summary

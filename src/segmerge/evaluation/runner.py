@@ -18,7 +18,7 @@ from tqdm import tqdm
 from segmerge.errors import SegmergeError
 from segmerge.evaluation.distributed import ProcessGroup, all_reduce_max
 from segmerge.evaluation.prediction import InferenceConfig, Timer, class_map, ensemble_probabilities, predict
-from segmerge.evaluation.results import EvaluationResult, ModelScores, QualitativeSample
+from segmerge.evaluation.results import EvaluationResult, ModelScores, QualitativeSample, semantic_summary
 from segmerge.segmenters.base import Segmenter, check_classes
 
 ENSEMBLE = "ensemble"
@@ -219,20 +219,6 @@ def _panoptic_summary(metric) -> dict | None:
         return None
     metric.sync()
     return metric.compute().as_dict()
-
-
-def semantic_summary(metric, subsets: Sequence[str]) -> dict:
-    result = metric.compute()
-    summary = {
-        "miou": float(result.miou),
-        "pixel_accuracy": float(result.pixel_accuracy),
-        "mean_accuracy": float(result.mean_accuracy),
-        "per_class": [{"name": n, "iou": float(v)} for n, v in zip(result.class_names, result.iou, strict=True)],
-        "subsets": {},
-    }
-    for subset in subsets:
-        summary["subsets"][subset] = float(metric.compute(subset=subset).miou)
-    return summary
 
 
 def metric_confusion(metric) -> np.ndarray:

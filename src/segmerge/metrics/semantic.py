@@ -18,25 +18,24 @@ Conventions follow mmseg, which produced most reported Cityscapes/UDA numbers:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from segmerge.errors import SegmergeError
-from segmerge.labels import PROTOCOLS, ClassSubset
+from segmerge.labels import ClassSubset
 from segmerge.metrics.base import SummableMetric
+from segmerge.metrics.semantic_counts import (
+    SemanticResult,
+    class_iou_of,
+    nanmean,
+    protocol,
+    semantic_result,
+    subset_ids,
+)
 
-
-def protocol(name: str) -> ClassSubset:
-    """The class subset called ``name`` (``cityscapes19``, ``synthia16``, ``synthia13``)."""
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        valid = ", ".join(sorted(PROTOCOLS))
-        raise SegmergeError(f"unknown evaluation protocol {name!r}; valid protocols: {valid}") from None
+__all__ = ["SemanticMetric", "SemanticResult", "class_iou", "confusion_miou", "protocol"]
 
 
 def _as_tensor(x, what: str) -> torch.Tensor:
@@ -54,18 +53,11 @@ def _is_integer(t: torch.Tensor) -> bool:
     return not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool)
 
 
-def _nanmean(values: np.ndarray) -> float:
-    kept = values[~np.isnan(values)]
-    return float(kept.mean()) if kept.size else math.nan
-
-
 def class_iou(confusion: torch.Tensor) -> np.ndarray:
     """Per-class IoU (%) of a [C, C] confusion matrix; NaN for a class in neither the rows nor the columns."""
-    cm = confusion.detach().cpu().double().numpy()
-    tp = np.diag(cm)
-    union = cm.sum(axis=1) + cm.sum(axis=0) - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, 100.0 * tp / union, np.nan)
+    if isinstance(confusion, torch.Tensor):
+        confusion = confusion.detach().cpu().double().numpy()
+    return class_iou_of(confusion)
 
 
 def confusion_miou(confusion: torch.Tensor) -> float:
@@ -74,31 +66,7 @@ def confusion_miou(confusion: torch.Tensor) -> float:
     The one definition of mIoU in segmerge: :meth:`SemanticMetric.compute` and the label-free
     tuning criteria both use it, so an agreement score is comparable to a reported mIoU.
     """
-    return _nanmean(class_iou(confusion))
-
-
-@dataclass(frozen=True)
-class SemanticResult:
-    """Scores in percent. ``class_ids``/``class_names``/``iou``/``accuracy`` cover the evaluated subset.
-
-    ``pixel_accuracy`` always counts every labelled pixel, whatever the subset: a subset
-    chooses which per-class scores are averaged, it does not re-label pixels.
-    """
-
-    class_ids: tuple[int, ...]
-    class_names: tuple[str, ...]
-    iou: tuple[float, ...]
-    accuracy: tuple[float, ...]
-    miou: float
-    mean_accuracy: float
-    pixel_accuracy: float
-    subset: str | None = None
-
-    def per_class_iou(self) -> dict[str, float]:
-        return dict(zip(self.class_names, self.iou, strict=True))
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    return nanmean(class_iou(confusion))
 
 
 class SemanticMetric(SummableMetric):
@@ -199,22 +167,7 @@ class SemanticMetric(SummableMetric):
     # -- scores ------------------------------------------------------------------
 
     def _subset_ids(self, subset) -> tuple[tuple[int, ...], str | None]:
-        if subset is None:
-            return tuple(range(self.num_classes)), None
-        if isinstance(subset, str):
-            subset = protocol(subset)
-        if isinstance(subset, ClassSubset):
-            ids, name = subset.class_ids, subset.name
-        elif isinstance(subset, Iterable):
-            ids, name = tuple(subset), None
-        else:
-            raise SegmergeError(f"subset must be a protocol name or a list of class ids, got {subset!r}")
-        for i in ids:
-            if not isinstance(i, (int, np.integer)) or not 0 <= i < self.num_classes:
-                raise SegmergeError(f"subset class id {i!r} is not in [0, {self.num_classes})")
-        if len(set(ids)) != len(ids) or not ids:
-            raise SegmergeError(f"subset {list(ids)} must list distinct class ids, at least one")
-        return tuple(int(i) for i in ids), name
+        return subset_ids(subset, self.num_classes)
 
     def compute(self, subset: str | ClassSubset | Iterable[int] | None = None) -> SemanticResult:
         """Scores from the accumulated matrix; ``subset`` restricts the per-class list and the means.
@@ -223,26 +176,4 @@ class SemanticMetric(SummableMetric):
         class ids. The matrix is not sliced: predictions of classes outside the subset still
         count as errors, exactly as Synthia->Cityscapes mIoU16/mIoU13 are reported.
         """
-        ids, name = self._subset_ids(subset)
-        cm = self.confusion_matrix.cpu().double().numpy()
-        total = cm.sum()
-        if total == 0:
-            raise SegmergeError(
-                "no labelled pixels were accumulated (no update() yet, or every target pixel was "
-                f"ignore_index={self.ignore_index}); nothing to score"
-            )
-        tp, gt_area = np.diag(cm), cm.sum(axis=1)
-        iou = class_iou(self.confusion_matrix)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            acc = np.where(gt_area > 0, 100.0 * tp / gt_area, np.nan)
-        sel = list(ids)
-        return SemanticResult(
-            class_ids=ids,
-            class_names=tuple(self.class_names[i] for i in ids),
-            iou=tuple(float(v) for v in iou[sel]),
-            accuracy=tuple(float(v) for v in acc[sel]),
-            miou=_nanmean(iou[sel]),
-            mean_accuracy=_nanmean(acc[sel]),
-            pixel_accuracy=float(100.0 * tp.sum() / total),
-            subset=name,
-        )
+        return semantic_result(self.confusion_matrix.cpu().numpy(), self.class_names, subset, self.ignore_index)
