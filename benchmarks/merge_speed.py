@@ -269,6 +269,7 @@ def child(argv: list[str]) -> None:
     case, fmt, out, *inputs = argv
     if case.startswith("segmerge"):
         import segmerge
+        import segmerge.api  # noqa: F401 - `import segmerge` is lazy: load the merge code before the clock starts
 
         _, method, *flags = case.split(":")
         if "nohash" in flags:  # diagnostic: what the input hashing (provenance) costs
