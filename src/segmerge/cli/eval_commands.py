@@ -54,9 +54,15 @@ def evaluate_command(
         bool, typer.Option("--ensemble", help="also evaluate the average of the models' softmax")
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="write results.json, results.md and plots here")] = None,
-    mode: Annotated[str, typer.Option(help="inference: whole or slide")] = "whole",
-    crop: Annotated[str, typer.Option(help="slide: window HxW")] = "512x1024",
-    stride: Annotated[str, typer.Option(help="slide: stride HxW")] = "341x683",
+    mode: Annotated[
+        str | None, typer.Option(help="inference: whole or slide [default: the model family's, else whole]")
+    ] = None,
+    crop: Annotated[str | None, typer.Option(help="slide: window HxW [default: the family's, else 512x1024]")] = None,
+    stride: Annotated[str | None, typer.Option(help="slide: stride HxW [default: the family's, else 341x683]")] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(help="rescale images to fit LONGxSHORT keeping the aspect ratio, or none [default: family's]"),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     amp: Annotated[
@@ -68,18 +74,28 @@ def evaluate_command(
     panoptic: Annotated[
         bool, typer.Option("--panoptic", help="also PQ/SQ/RQ of panoptic models (needs panoptic ground truth)")
     ] = False,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified", help="score a --model network even if the checkpoint's weights are not in it"
+        ),
+    ] = False,
 ) -> None:
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
     from segmerge.evaluation.prediction import InferenceConfig
     from segmerge.evaluation.runner import EvaluationConfig, evaluate_models
     from segmerge.labels import IGNORE_INDEX, class_names
 
-    inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
+    unset = {n for n, v in (("mode", mode), ("crop", crop), ("stride", stride), ("scale", scale)) if v is None}
+    inference = InferenceConfig(
+        mode or "whole", _size(crop or "512x1024", "--crop"), _size(stride or "341x683", "--stride"), batch_size,
+        device, amp, scale=None if scale in (None, "none") else _size(scale, "--scale"),
+    )  # fmt: skip
     config = EvaluationConfig(
         num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), ensemble, qualitative, limit,
         panoptic=panoptic,
     )  # fmt: skip
-    result = evaluate_models(models, data, config, inference, split, model_factory)
+    result = evaluate_models(models, data, config, inference, split, model_factory, unset, allow_unverified)
     if result is None:  # another process of a torchrun group: the main one reports
         return
     if out is not None:

@@ -81,18 +81,22 @@ class Segmenter:
         return self
 
 
-def load_segmenter(spec: str, factory: str | None = None, name: str | None = None, device: str = "cpu") -> Segmenter:
+def load_segmenter(
+    spec: str, factory: str | None = None, name: str | None = None, device: str = "cpu", verify: bool = True
+) -> Segmenter:
     """Resolve a model given on the command line.
 
     ``spec`` is a checkpoint path. With ``factory`` (``FILE.py:function`` or
-    ``module:function``) the factory builds the network from that path; otherwise a
-    Hugging Face folder is loaded with transformers, or a plugin's loader recognises the file.
+    ``module:function``) the factory builds the network from that path and, with ``verify``,
+    segmerge checks that the checkpoint's weights arrived in it; otherwise a Hugging Face
+    folder is loaded with transformers, a plugin's loader recognises the file, or a built-in
+    network (:mod:`segmerge.segmenters.networks`: SegFormer, DAFormer) is read from it.
     """
     label = name or Path(spec).name
     if factory is not None:
         from segmerge.segmenters.factory import from_factory
 
-        segmenter = from_factory(factory, spec, label)
+        segmenter = from_factory(factory, spec, label, verify)
     else:
         path = Path(spec)
         if path.is_dir() and (path / "config.json").is_file():
@@ -121,7 +125,9 @@ def from_plugins(path: Path, label: str) -> Segmenter:
 
     if not path.exists():
         raise SegmergeError(f"{path}: no such file or folder")
-    for loader in (*_LOADERS, *plugins(SEGMENTERS)):
+    from segmerge.segmenters.networks import from_builtin
+
+    for loader in (*_LOADERS, *plugins(SEGMENTERS), from_builtin):
         segmenter = loader(path, label)
         if segmenter is not None:
             return segmenter
