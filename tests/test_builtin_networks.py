@@ -405,3 +405,20 @@ def test_a_panoptic_factory_is_scored_for_pq_as_the_metric_scores_its_output(tmp
         [(ids, segments)] = batch.panoptic(0, thing_ids)
         metric.update(sample.panoptic.ids, sample.panoptic.segments_info, ids, segments)
     assert row.panoptic["pq"] == pytest.approx(metric.compute().as_dict()["pq"])
+
+
+def test_the_merge_of_two_uda_files_evaluates_without_model(tmp_path):
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    torch.save(R.mmcv_checkpoint(R.uda_wrapper(1)), a)
+    torch.save(R.mmcv_checkpoint(R.uda_wrapper(2)), b)
+    merged = tmp_path / "merged.pth"
+    result = runner.invoke(app, ["merge", str(a), str(b), "-o", str(merged)])
+    assert result.exit_code == 0, result.output
+    segmenter = load_segmenter(str(merged))
+    key = "backbone.block1.0.attn.q.weight"
+    expected = 0.5 * R.daformer(1)[key] + 0.5 * R.daformer(2)[key]
+    assert torch.allclose(segmenter.module.state_dict()[key], expected)
+    spec = make_folder_dataset(tmp_path / "data", n=1, size=(32, 64))
+    result = runner.invoke(app, ["eval", str(merged), str(a), "--data", spec, "--ensemble", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [m["name"] for m in json.loads(result.stdout)["models"]] == ["merged.pth", "a.pth", "ensemble"]

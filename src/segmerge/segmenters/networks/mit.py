@@ -4,16 +4,17 @@ Module names follow the mmseg 0.x / original SegFormer layout (``patch_embed1``,
 ``attn.kv``, ``mlp.fc1``, ``norm1``), the layout :mod:`segmerge.merging.layouts` converts the
 other two (mmseg 1.x, Hugging Face) into, so a state dict in that layout loads with
 ``load_state_dict`` as is. The computation follows lhoyer/DAFormer
-``mmseg/models/backbones/mix_transformer.py`` (commit 438603d):
+``mmseg/models/backbones/mix_transformer.py`` (commit e6f6e04):
 
-* ``OverlapPatchEmbed`` (l. 160-194): a strided convolution (kernel 7 stride 4 for stage 1, kernel 3
+* ``OverlapPatchEmbed`` (l. 153-185): a strided convolution (kernel 7 stride 4 for stage 1, kernel 3
   stride 2 after; padding kernel // 2), flattened to tokens, LayerNorm (eps 1e-5);
-* ``Attention`` (l. 58-118): q from the tokens; with ``sr_ratio > 1`` the keys and values come from
+* ``Attention`` (l. 49-107): q from the tokens; with ``sr_ratio > 1`` the keys and values come from
   the tokens reshaped to the image, reduced by a ``sr_ratio``-strided convolution and LayerNormed;
   ``kv`` = cat(k, v); scale ``head_dim ** -0.5``; softmax; ``proj``;
-* ``Mlp`` (l. 21-56): fc1, 3x3 depthwise ``dwconv.dwconv`` on the token grid, GELU, fc2;
-* ``Block`` (l. 121-157): pre-norm residual attention then MLP, LayerNorm eps 1e-6 (``mit_b0..b5``
-  pass ``partial(nn.LayerNorm, eps=1e-6)``, l. 450-520);
+* ``Mlp`` (l. 22-46) with ``DWConv`` (l. 442-454): fc1, 3x3 depthwise ``dwconv.dwconv`` on the token
+  grid, GELU, fc2;
+* ``Block`` (l. 110-150): pre-norm residual attention then MLP, LayerNorm eps 1e-6 (``mit_b0..b5``
+  pass ``partial(nn.LayerNorm, eps=1e-6)``, l. 457-553; the attention's ``norm`` keeps eps 1e-5, l. 78);
 * ``MixVisionTransformer.forward_features`` (l. 397-433): per stage patch embed, blocks, stage norm
   (eps 1e-6), tokens back to [N,C,H,W]; the four stage outputs are the features.
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: MiT variants (``mix_transformer.py`` l. 450-520): widths and blocks per stage; all use
+#: MiT variants (``mix_transformer.py`` l. 457-553): widths and blocks per stage; all use
 #: 1, 2, 5, 8 heads, reduction ratios 8, 4, 2, 1 and MLP ratio 4.
 VARIANTS = {
     "mit_b0": ((32, 64, 160, 256), (2, 2, 2, 2)),
