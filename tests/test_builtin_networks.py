@@ -139,6 +139,13 @@ def test_the_three_mit_layouts_build_the_same_network():
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
+def test_an_mmseg1_segformer_checkpoint_builds_with_its_own_head():
+    built = _built({**R.mit_mmseg1(), **R.segformer_head_mmseg1()})
+    assert built.family.startswith("mmsegmentation SegformerHead")
+    with torch.no_grad():
+        assert built.module.eval()(torch.randn(1, 3, 64, 64)).shape == (1, R.NUM_CLASSES, 16, 16)
+
+
 def _hf_names(state: dict) -> dict:
     return {k: v for k, v in state.items() if k.startswith("segformer.")}
 

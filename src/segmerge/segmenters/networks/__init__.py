@@ -4,7 +4,8 @@ no code from the user and no mmcv/mmseg.
 The network is read from the checkpoint itself: the MiT encoder's layout (mmseg 0.x, mmseg 1.x or
 Hugging Face, :mod:`segmerge.merging.layouts`), its widths, depths and reduction ratios from the
 tensors' shapes; the decode head from its key names (DAFormer's head and its ``aspp`` /
-``sepaspp`` / ``conv`` fusion, SegFormer's MLP head in its three namings); and, when an mmcv
+``sepaspp`` / ``conv`` fusion, SegFormer's MLP head in its three namings, mmsegmentation's
+``SegformerHead``); and, when an mmcv
 file carries its training config in ``meta['config']``, that text is searched (as text, never
 run) for the number of heads, ASPP dilations and the test-time settings. A UDA training file
 (student, EMA teacher, ImageNet model) is read as its student, as the merge reads it.
@@ -26,6 +27,7 @@ from segmerge.segmenters.networks.heads import (
     ConvModule,
     DAFormerHead,
     EncoderDecoder,
+    MmsegSegformerHead,
     SegFormerHead,
 )
 from segmerge.segmenters.networks.mit import MiTConfig, MixVisionTransformer
@@ -171,6 +173,11 @@ def build_network(metas: Mapping, get: Callable[[str], torch.Tensor], config_tex
         family = f"{kind} on {config.variant}"
         if kind == "DAFormer-repo SegFormer":
             inference = {**DAFORMER_TEST, **inference}
+    elif "convs.0.conv.weight" in head and "fusion_conv.conv.weight" in head:
+        classes = head["conv_seg.weight"][0]
+        decode = MmsegSegformerHead(config.dims, head["conv_seg.weight"][1], classes)
+        state = {k: get(f"decode_head.{k}") for k in head}
+        family = f"mmsegmentation SegformerHead on {config.variant}"
     else:
         examples = ", ".join(sorted(head)[:3]) or "none"
         raise SegmergeError(

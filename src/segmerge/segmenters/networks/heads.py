@@ -22,7 +22,10 @@ Sources (lhoyer/DAFormer, commit e6f6e04):
   resized to stage 1, concatenated in stage order, ``linear_fuse`` ConvModule, ``linear_pred``).
   NVlabs/SegFormer's original head names them ``linear_c1..4`` and concatenates c4, c3, c2, c1;
   transformers' ``SegformerDecodeHead`` concatenates in reverse too (``all_hidden_states[::-1]``),
-  with ``linear_fuse`` (a bias-free conv), ``batch_norm`` and ``classifier``.
+  with ``linear_fuse`` (a bias-free conv), ``batch_norm`` and ``classifier``;
+* open-mmlab/mmsegmentation (commit 0554aec) ``mmseg/models/decode_heads/segformer_head.py``
+  ``SegformerHead`` (mmseg 0.2x-1.x; the forward at the end of the file): a 1x1 ConvModule per
+  stage (``convs``), resized to stage 1, concatenated in stage order, ``fusion_conv``, ``cls_seg``.
 """
 
 from __future__ import annotations
@@ -135,6 +138,21 @@ class SegFormerHead(nn.Module):
         if self.reverse:
             embedded.reverse()
         return self.conv_seg(self.linear_fuse(torch.cat(embedded, dim=1)))
+
+
+class MmsegSegformerHead(nn.Module):
+    """mmsegmentation's own ``SegformerHead`` (ConvModules where SegFormer has Linear layers)."""
+
+    def __init__(self, in_dims: Sequence[int], channels: int, classes: int):
+        super().__init__()
+        self.conv_seg = nn.Conv2d(channels, classes, 1)
+        self.convs = nn.ModuleList(ConvModule(c, channels, 1) for c in in_dims)
+        self.fusion_conv = ConvModule(channels * len(in_dims), channels, 1)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[2:]
+        outs = [resize(conv(x), size) for conv, x in zip(self.convs, features, strict=True)]
+        return self.conv_seg(self.fusion_conv(torch.cat(outs, dim=1)))
 
 
 class EncoderDecoder(nn.Module):
