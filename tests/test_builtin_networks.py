@@ -170,7 +170,7 @@ def test_mmcv_config_text_sets_heads_dilations_and_test_settings():
     assert built.inference["mode"] == "slide" and built.inference["scale"] == (2048, 1024)
 
 
-def test_an_hrda_head_is_named_not_misread():
+def test_an_hrda_head_without_its_attention_is_named_not_misread():
     state = {**R.mit_mmseg0(), **{f"decode_head.head.{k[12:]}": v for k, v in R.daformer_head().items()}}
     state["decode_head.scale_attention.conv_seg.weight"] = torch.zeros(19, 16, 1, 1)
     with pytest.raises(SegmergeError, match="HRDA"):
@@ -429,3 +429,57 @@ def test_the_merge_of_two_uda_files_evaluates_without_model(tmp_path):
     result = runner.invoke(app, ["eval", str(merged), str(a), "--data", spec, "--ensemble", "--json"])
     assert result.exit_code == 0, result.output
     assert [m["name"] for m in json.loads(result.stdout)["models"]] == ["merged.pth", "a.pth", "ensemble"]
+
+
+# -- HRDA ---------------------------------------------------------------------------------------
+
+
+def _hrda_state(seed: int = 0) -> dict:
+    """An HRDA (``HRDAEncoderDecoder`` with ``HRDAHead``, lhoyer/HRDA ``hrda_head.py`` l. 33-90): the
+    DAFormer head under ``decode_head.head.``, the scale attention (a DAFormer head whose ASPP fusion
+    becomes a 1x1 conv, classwise) under ``decode_head.scale_attention.``; ``HRDAHead`` deletes its
+    own ``conv_seg``."""
+    main = R.daformer_head(seed, prefix="decode_head.head.")
+    attention = {
+        k.replace("decode_head.", "decode_head.scale_attention.", 1): v
+        for k, v in _daformer_variant("conv", seed + 3).items()
+        if k.startswith("decode_head.")
+    }
+    return {**R.mit_mmseg0(seed), **main, **attention}
+
+
+def _hrda_with_attention(bias: float, text: str):
+    state = _hrda_state()
+    state["decode_head.scale_attention.conv_seg.weight"] = torch.zeros_like(
+        state["decode_head.scale_attention.conv_seg.weight"]
+    )
+    state["decode_head.scale_attention.conv_seg.bias"] = torch.full((R.NUM_CLASSES,), bias)
+    return _built(state, text).module.eval()
+
+
+def test_hrda_is_built_with_its_test_settings_and_gives_logits_at_the_image_size():
+    built = _built(_hrda_state(), "model = dict(scales=[1, 0.5], hr_crop_size=[32, 32])")
+    assert built.family.startswith("HRDA (sepaspp, scales 0.5/1.0)")
+    assert built.inference == {"mode": "slide", "crop": (1024, 1024), "stride": (512, 512), "scale": (2048, 1024)}
+    assert built.module.hr_crop == (32, 32)
+    with torch.no_grad():
+        assert built.module.eval()(torch.randn(2, 3, 64, 64)).shape == (2, R.NUM_CLASSES, 64, 64)
+    state = _hrda_state()
+    loaded = built.module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
+def test_hrda_scale_attention_picks_the_detail_or_the_context_branch():
+    """att = 1: the fused logits are the detail branch (one crop covering the image: the head on the
+    full-resolution features); att = 0: the context branch, upsampled."""
+    x = torch.randn(1, 3, 64, 64)
+    detail = _hrda_with_attention(30.0, "hr_crop_size=[64, 64]")
+    context = _hrda_with_attention(-30.0, "hr_crop_size=[64, 64]")
+    up = lambda t, size: torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+    with torch.no_grad():
+        head, backbone = detail.decode_head.head, detail.backbone
+        expected_detail = up(head(backbone(x)), (64, 64))
+        lr = head(backbone(up(x, (32, 32))))
+        expected_context = up(up(lr, (16, 16)), (64, 64))
+        assert torch.allclose(detail(x), expected_detail, atol=1e-5)
+        assert torch.allclose(context(x), expected_context, atol=1e-5)

@@ -42,7 +42,7 @@ DAFORMER_TEST = {"mode": "whole", "scale": (1024, 512)}
 
 @dataclass
 class BuiltNetwork:
-    module: EncoderDecoder
+    module: torch.nn.Module
     family: str  # e.g. "DAFormer (sepaspp) on MiT-B5"
     inference: dict = field(default_factory=dict)  # test-time defaults: mode, crop, stride, scale
 
@@ -155,12 +155,14 @@ def build_network(metas: Mapping, get: Callable[[str], torch.Tensor], config_tex
     backbone = MixVisionTransformer(config)
     backbone.load_state_dict({k[len("backbone.") :]: v for k, v in encoder.items()}, strict=True)
     head = _head_keys(metas)
+    inference = config_test_settings(config_text)
+    if "head.embed_layers.0.proj.weight" in head and "scale_attention.embed_layers.0.proj.weight" in head:
+        return _hrda(backbone, config, head, get, config_text, inference)
     if any(k.startswith(("scale_attention", "head.")) for k in head):
         raise SegmergeError(
-            "an HRDA head (scale attention, multi-resolution inference): segmerge has no built-in HRDA network "
-            "yet; pass --model FILE.py:function (docs/evaluation.md shows one)"
+            "an HRDA head segmerge does not build (only HRDA with DAFormer heads and a learned scale attention "
+            "is built in); pass --model FILE.py:function (docs/evaluation.md shows one)"
         )
-    inference = config_test_settings(config_text)
     if "embed_layers.0.proj.weight" in head:
         classes = head["conv_seg.weight"][0]
         decode, kind = _daformer_head(head, config.dims, classes, config_text)
@@ -189,6 +191,38 @@ def build_network(metas: Mapping, get: Callable[[str], torch.Tensor], config_tex
     except RuntimeError as exc:
         raise SegmergeError(f"{family}: the checkpoint's head does not fit the network built for it: {exc}") from None
     return BuiltNetwork(EncoderDecoder(backbone, decode, int(classes)), family, inference)
+
+
+def _sub(head: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in head.items() if k.startswith(prefix)}
+
+
+def _hrda(backbone, config: MiTConfig, head: dict, get, config_text: str, inference: dict) -> BuiltNetwork:
+    from segmerge.segmenters.networks.hrda import HRDA_CROP, HRDA_SCALES, HRDA_TEST, HRDAEncoderDecoder
+
+    classes = head["head.conv_seg.weight"][0]
+    main, kind = _daformer_head(_sub(head, "head."), config.dims, classes, config_text)
+    attention, _ = _daformer_head(
+        _sub(head, "scale_attention."), config.dims, head["scale_attention.conv_seg.weight"][0], ""
+    )
+    scales = _config_floats(config_text, "scales") or HRDA_SCALES
+    crop = _config_tuple(config_text, "hr_crop_size") or HRDA_CROP
+    if len(scales) != 2 or len(crop) != 2:
+        raise SegmergeError(f"HRDA with scales {scales} and detail crop {crop}: segmerge builds two scales only")
+    module = HRDAEncoderDecoder(backbone, main, attention, int(classes), scales, crop)
+    state = {f"decode_head.{k}": get(f"decode_head.{k}") for k in head}
+    state |= {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SegmergeError(f"HRDA: the checkpoint's head does not fit the network built for it: {exc}") from None
+    family = f"HRDA ({kind}, scales {'/'.join(str(s) for s in sorted(scales))}) on {config.variant}"
+    return BuiltNetwork(module, family, {**HRDA_TEST, **inference})
+
+
+def _config_floats(text: str, name: str) -> tuple[float, ...] | None:
+    m = re.search(rf"\b{name}\s*=\s*[\[(]([\d.,\s]+)[\])]", text or "")
+    return tuple(float(v) for v in m.group(1).replace(" ", "").split(",") if v) if m else None
 
 
 def from_builtin(path: Path, label: str, network: str | None = None):
