@@ -1,11 +1,11 @@
-"""Built-in networks: a MiT checkpoint (SegFormer, DAFormer, MIC-DAFormer, their merges) runs with
+"""Built-in networks: a MiT checkpoint (SegFormer, DAFormer, HRDA, MIC, their merges) runs with
 no code from the user and no mmcv/mmseg.
 
 The network is read from the checkpoint itself: the MiT encoder's layout (mmseg 0.x, mmseg 1.x or
 Hugging Face, :mod:`segmerge.merging.layouts`), its widths, depths and reduction ratios from the
 tensors' shapes; the decode head from its key names (DAFormer's head and its ``aspp`` /
 ``sepaspp`` / ``conv`` fusion, SegFormer's MLP head in its three namings, mmsegmentation's
-``SegformerHead``); and, when an mmcv
+``SegformerHead``; HRDA's head with its scale attention, :mod:`.hrda`); and, when an mmcv
 file carries its training config in ``meta['config']``, that text is searched (as text, never
 run) for the number of heads, ASPP dilations and the test-time settings. A UDA training file
 (student, EMA teacher, ImageNet model) is read as its student, as the merge reads it.
