@@ -59,6 +59,8 @@ def evaluate_models(
 
     for name in config.subsets:
         protocol(name)
+    if config.panoptic and "mode" not in family_defaults and inference.mode != "whole":
+        raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
     group = init_from_environment(inference.device)
     if torch.device(inference.device).type == "cuda" and group.active:
         inference = replace(inference, device=f"cuda:{group.rank}")
