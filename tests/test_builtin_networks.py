@@ -483,3 +483,20 @@ def test_hrda_scale_attention_picks_the_detail_or_the_context_branch():
         expected_context = up(up(lr, (16, 16)), (64, 64))
         assert torch.allclose(detail(x), expected_detail, atol=1e-5)
         assert torch.allclose(context(x), expected_context, atol=1e-5)
+
+
+def test_tune_runs_on_uda_training_files_without_model(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    torch.save(R.mmcv_checkpoint(R.uda_wrapper(1)), a)
+    torch.save(R.mmcv_checkpoint(R.uda_wrapper(2)), b)
+    (tmp_path / "img").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    args = ["tune", str(a), str(b), "--target-images", str(tmp_path / "img"), "-o", str(tmp_path / "tuned.pth")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tuned.pth").exists()
