@@ -10,10 +10,13 @@ through the one prediction path (:func:`segmerge.evaluation.prediction.predict`)
   Cityscapes test setting (lhoyer/HRDA ``test_cfg=dict(mode='slide', crop_size=[1024, 1024],
   stride=[512, 512])``) - the DAFormer network at full resolution;
 * ``daformer``: DAFormer's own test setting, the default segmerge picks for a DAFormer
-  checkpoint: the image rescaled to fit 1024x512, one whole-image pass.
+  checkpoint: the image rescaled to fit 1024x512, one whole-image pass;
+* ``hrda`` (not run by default: minutes per image on a CPU): the built-in HRDA network (the
+  same DAFormer head plus a scale attention head, context pass at 0.5 and 512x512 detail
+  crops) under HRDA's test setting, sliding 1024x1024 windows every 512x512.
 
     .venv/bin/python benchmarks/eval_speed.py                 # 1 image each, CPU
-    .venv/bin/python benchmarks/eval_speed.py --images 2 --device cuda --amp
+    .venv/bin/python benchmarks/eval_speed.py --images 2 --device cuda --amp --settings slide,daformer,hrda
 
 The first image of a setting includes warm-up; with ``--images 2`` or more the first is
 reported apart and the rest averaged.
@@ -40,6 +43,16 @@ def build_daformer_b5(num_classes: int = 19) -> torch.nn.Module:
     return EncoderDecoder(MixVisionTransformer(config), head, num_classes).eval()
 
 
+def build_hrda_b5(num_classes: int = 19) -> torch.nn.Module:
+    from segmerge.segmenters.networks.heads import ConvModule, DAFormerHead
+    from segmerge.segmenters.networks.hrda import HRDAEncoderDecoder
+
+    daformer = build_daformer_b5(num_classes)
+    dims = daformer.backbone.config.dims
+    attention = DAFormerHead(dims, (256,) * 4, ConvModule(4 * 256, 256, 1), 256, num_classes)
+    return HRDAEncoderDecoder(daformer.backbone, daformer.decode_head, attention, num_classes).eval()
+
+
 def machine() -> str:
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -63,17 +76,21 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    module = build_daformer_b5().to(args.device)
-    segmenter = Segmenter("daformer-b5", module, 19, lambda x: x)
+    daformer = Segmenter("daformer-b5", build_daformer_b5().to(args.device), 19, lambda x: x)
     print(f"machine: {machine()}")
-    print(f"network: DAFormer sep-ASPP on MiT-B5, {segmenter.num_parameters / 1e6:.1f}M parameters, random weights")
+    print(f"network: DAFormer sep-ASPP on MiT-B5, {daformer.num_parameters / 1e6:.1f}M parameters, random weights")
+    slide = InferenceConfig("slide", (1024, 1024), (512, 512), args.batch_size, args.device, args.amp)
     settings = {
-        "slide": InferenceConfig("slide", (1024, 1024), (512, 512), args.batch_size, args.device, args.amp),
+        "slide": slide,
         "daformer": InferenceConfig("whole", batch_size=1, device=args.device, amp=args.amp, scale=(1024, 512)),
+        "hrda": InferenceConfig("slide", (1024, 1024), (512, 512), 1, args.device, args.amp),
     }
     images = torch.randint(0, 256, (args.images, 1024, 2048, 3), dtype=torch.uint8)
     for name in args.settings.split(","):
         config = settings[name]
+        segmenter = daformer
+        if name == "hrda":
+            segmenter = Segmenter("hrda-b5", build_hrda_b5().to(args.device), 19, lambda x: x)
         times = []
         for i in range(args.images):
             began = time.perf_counter()
