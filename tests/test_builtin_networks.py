@@ -199,6 +199,17 @@ def test_a_uda_training_file_loads_as_its_student_or_teacher(uda_file):
     )
 
 
+def test_eval_network_teacher_evaluates_the_ema_teacher(uda_file, tmp_path):
+    teacher = load_segmenter(str(uda_file), network="teacher")
+    key = "decode_head.conv_seg.weight"
+    assert torch.equal(teacher.module.state_dict()[key], R.daformer(50)[key])
+    spec = make_folder_dataset(tmp_path / "data", n=1, size=(32, 64))
+    result = runner.invoke(app, ["eval", str(uda_file), "--data", spec, "--network", "teacher", "--json"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["eval", str(uda_file), "--data", spec, "--network", "nosuch"])
+    assert result.exit_code == 2 and "nosuch" in result.output
+
+
 def test_eval_runs_a_uda_training_file_without_model_and_with_family_defaults(uda_file, tmp_path):
     spec = make_folder_dataset(tmp_path / "data", n=2, size=(32, 64))
     result = runner.invoke(app, ["eval", str(uda_file), "--data", spec, "--json"], catch_exceptions=False)

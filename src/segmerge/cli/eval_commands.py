@@ -74,6 +74,10 @@ def evaluate_command(
     panoptic: Annotated[
         bool, typer.Option("--panoptic", help="also PQ/SQ/RQ of panoptic models (needs panoptic ground truth)")
     ] = False,
+    network: Annotated[
+        str | None,
+        typer.Option(help="which network of UDA training files: student (default), teacher, imagenet or a prefix"),
+    ] = None,
     allow_unverified: Annotated[
         bool,
         typer.Option(
@@ -95,7 +99,7 @@ def evaluate_command(
         num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), ensemble, qualitative, limit,
         panoptic=panoptic,
     )  # fmt: skip
-    result = evaluate_models(models, data, config, inference, split, model_factory, unset, allow_unverified)
+    result = evaluate_models(models, data, config, inference, split, model_factory, unset, allow_unverified, network)
     if result is None:  # another process of a torchrun group: the main one reports
         return
     if out is not None:

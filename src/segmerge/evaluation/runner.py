@@ -47,11 +47,13 @@ def evaluate_models(
     factory: str | None = None,
     family_defaults: Collection[str] = (),
     allow_unverified: bool = False,
+    network: str | None = None,
 ) -> EvaluationResult | None:
     """``segmerge eval``: checkpoints (paths or folders, or what ``factory`` builds from them) on the
     dataset ``data`` (``kind:argument``). Under ``torchrun`` every process evaluates its shard and
     the main one gets the result (the others ``None``). ``family_defaults``: the inference settings
-    (mode, crop, stride, scale) to take from the models' families where they have test-time defaults."""
+    (mode, crop, stride, scale) to take from the models' families where they have test-time defaults;
+    ``network``: which network of UDA training files to evaluate (default: the student)."""
     from segmerge.datasets import open_dataset
     from segmerge.evaluation.distributed import init_from_environment
     from segmerge.metrics.semantic import protocol
@@ -65,7 +67,10 @@ def evaluate_models(
     if torch.device(inference.device).type == "cuda" and group.active:
         inference = replace(inference, device=f"cuda:{group.rank}")
     dataset = open_dataset(data, split=split)
-    segmenters = [load_segmenter(m, factory, device=inference.device, verify=not allow_unverified) for m in models]
+    segmenters = [
+        load_segmenter(m, factory, device=inference.device, verify=not allow_unverified, network=network)
+        for m in models
+    ]
     inference = with_model_defaults(inference, segmenters, family_defaults)
     if config.panoptic and inference.mode != "whole":
         raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")

@@ -82,7 +82,12 @@ class Segmenter:
 
 
 def load_segmenter(
-    spec: str, factory: str | None = None, name: str | None = None, device: str = "cpu", verify: bool = True
+    spec: str,
+    factory: str | None = None,
+    name: str | None = None,
+    device: str = "cpu",
+    verify: bool = True,
+    network: str | None = None,
 ) -> Segmenter:
     """Resolve a model given on the command line.
 
@@ -90,13 +95,15 @@ def load_segmenter(
     ``module:function``) the factory builds the network from that path and, with ``verify``,
     segmerge checks that the checkpoint's weights arrived in it; otherwise a Hugging Face
     folder is loaded with transformers, a plugin's loader recognises the file, or a built-in
-    network (:mod:`segmerge.segmenters.networks`: SegFormer, DAFormer) is read from it.
+    network (:mod:`segmerge.segmenters.networks`: SegFormer, DAFormer, HRDA) is read from it.
+    ``network``: which network of a UDA training file (student by default, teacher, imagenet,
+    a prefix), for the built-in networks and for checking a factory's.
     """
     label = name or Path(spec).name
     if factory is not None:
         from segmerge.segmenters.factory import from_factory
 
-        segmenter = from_factory(factory, spec, label, verify)
+        segmenter = from_factory(factory, spec, label, verify, network)
     else:
         path = Path(spec)
         if path.is_dir() and (path / "config.json").is_file():
@@ -104,7 +111,7 @@ def load_segmenter(
 
             segmenter = from_hf_folder(path, label)
         else:
-            segmenter = from_plugins(path, label)
+            segmenter = from_plugins(path, label, network)
     segmenter.module.eval()
     return segmenter.to(device)
 
@@ -119,7 +126,7 @@ def register_loader(loader) -> None:
         _LOADERS.append(loader)
 
 
-def from_plugins(path: Path, label: str) -> Segmenter:
+def from_plugins(path: Path, label: str, network: str | None = None) -> Segmenter:
     """The first registered loader that recognises ``path``, or an error that says what to pass instead."""
     from segmerge.plugins import SEGMENTERS, plugins
 
@@ -127,6 +134,11 @@ def from_plugins(path: Path, label: str) -> Segmenter:
         raise SegmergeError(f"{path}: no such file or folder")
     from segmerge.segmenters.networks import from_builtin
 
+    if network is not None:  # a network of a UDA training file: the built-in networks read those
+        segmenter = from_builtin(path, label, network)
+        if segmenter is None:
+            raise SegmergeError(f"{path}: not a checkpoint segmerge builds a network from; --network needs one")
+        return segmenter
     for loader in (*_LOADERS, *plugins(SEGMENTERS), from_builtin):
         segmenter = loader(path, label)
         if segmenter is not None:

@@ -62,7 +62,7 @@ def logits_of(output) -> torch.Tensor:
     )
 
 
-def from_factory(spec: str, checkpoint: str, label: str, verify: bool = True) -> Segmenter:
+def from_factory(spec: str, checkpoint: str, label: str, verify: bool = True, network: str | None = None) -> Segmenter:
     """What the factory builds from ``checkpoint``: an ``nn.Module`` giving logits (with, optionally,
     a ``panoptic(outputs, index, size, thing_ids)`` method for a panoptic output), or a whole
     :class:`Segmenter`. With ``verify`` the network must hold the checkpoint's weights."""
@@ -81,7 +81,7 @@ def from_factory(spec: str, checkpoint: str, label: str, verify: bool = True) ->
     if verify:
         from segmerge.segmenters.verify import verify_factory_weights
 
-        verify_factory_weights(segmenter.module, checkpoint, spec)
+        verify_factory_weights(segmenter.module, checkpoint, spec, network)
     return segmenter
 
 

@@ -83,12 +83,14 @@ def check_weights(module: torch.nn.Module, checkpoint) -> WeightCheck:
     return check
 
 
-def verify_factory_weights(module: torch.nn.Module, checkpoint_path: str, spec: str) -> WeightCheck:
+def verify_factory_weights(
+    module: torch.nn.Module, checkpoint_path: str, spec: str, network: str | None = None
+) -> WeightCheck:
     """Refuse (:class:`SegmergeError`, exit 2) a factory's network that does not hold the checkpoint's weights."""
     from segmerge.checkpoints import open_checkpoint
 
     try:
-        checkpoint = open_checkpoint(checkpoint_path)
+        checkpoint = open_checkpoint(checkpoint_path, network=network)
     except CheckpointError as exc:
         raise SegmergeError(
             f"--model {spec}: cannot check that the network holds {checkpoint_path}'s weights ({exc}); "

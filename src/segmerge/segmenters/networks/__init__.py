@@ -234,6 +234,8 @@ def from_builtin(path: Path, label: str, network: str | None = None):
     try:
         checkpoint = open_checkpoint(path, network=network)
     except CheckpointError:
+        if network is not None:
+            raise
         return None
     content = checkpoint.pth_content
     config_text = ""
