@@ -47,10 +47,6 @@ class BuiltNetwork:
     inference: dict = field(default_factory=dict)  # test-time defaults: mode, crop, stride, scale
 
 
-def _shapes(metas) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(m.shape) for k, m in metas.items()}
-
-
 def encoder_state(metas: Mapping, get: Callable[[str], torch.Tensor]) -> tuple[str, dict[str, torch.Tensor]] | None:
     """The MiT encoder's tensors in the mmseg 0.x layout (``backbone.patch_embed1...``), converted
     from whichever layout the checkpoint uses; ``None`` when it holds no MiT encoder."""
@@ -117,7 +113,7 @@ def _daformer_head(head: dict, in_dims, classes: int, config_text: str) -> tuple
     return DAFormerHead(in_dims, embed, fuse, channels, classes), kind
 
 
-def _segformer_head(metas, get, head: dict, in_dims, layout: str) -> tuple[SegFormerHead, dict, str]:
+def _segformer_head(get, head: dict, in_dims) -> tuple[SegFormerHead, dict, str]:
     """SegFormer's MLP head in any of its namings, and its tensors under this module's names."""
     n = len(in_dims)
     if "linear_c1.proj.weight" in head:  # NVlabs/SegFormer (mmseg 0.x): linear_c1..4, cat c4..c1
@@ -149,9 +145,8 @@ def build_network(metas: Mapping, get: Callable[[str], torch.Tensor], config_tex
     found = encoder_state(metas, get)
     if found is None:
         return None
-    layout, encoder = found
-    shapes = _shapes({k: v for k, v in encoder.items()})
-    config = MiTConfig.from_state_dict(shapes, "backbone.", config_text)
+    _, encoder = found
+    config = MiTConfig.from_state_dict({k: tuple(v.shape) for k, v in encoder.items()}, "backbone.", config_text)
     backbone = MixVisionTransformer(config)
     backbone.load_state_dict({k[len("backbone.") :]: v for k, v in encoder.items()}, strict=True)
     head = _head_keys(metas)
@@ -170,7 +165,7 @@ def build_network(metas: Mapping, get: Callable[[str], torch.Tensor], config_tex
         family = f"DAFormer ({kind}) on {config.variant}"
         inference = {**DAFORMER_TEST, **inference}
     elif any(k.startswith(("linear_c", "linear_fuse")) for k in head):
-        decode, state, kind = _segformer_head(metas, get, head, config.dims, layout)
+        decode, state, kind = _segformer_head(get, head, config.dims)
         classes = decode.conv_seg.out_channels
         family = f"{kind} on {config.variant}"
         if kind == "DAFormer-repo SegFormer":
