@@ -100,9 +100,15 @@ def evaluate_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="--out may replace a non-empty folder segmerge eval did not write")
     ] = False,
-    mode: Annotated[str, typer.Option(help="inference: whole or slide")] = "whole",
-    crop: Annotated[str, typer.Option(help="slide: window HxW")] = "512x1024",
-    stride: Annotated[str, typer.Option(help="slide: stride HxW")] = "341x683",
+    mode: Annotated[
+        str | None, typer.Option(help="inference: whole or slide [default: the model family's, else whole]")
+    ] = None,
+    crop: Annotated[str | None, typer.Option(help="slide: window HxW [default: the family's, else 512x1024]")] = None,
+    stride: Annotated[str | None, typer.Option(help="slide: stride HxW [default: the family's, else 341x683]")] = None,
+    scale: Annotated[
+        str | None,
+        typer.Option(help="rescale images to fit LONGxSHORT keeping the aspect ratio, or none [default: family's]"),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="windows per forward pass")] = 4,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     amp: Annotated[
@@ -114,6 +120,16 @@ def evaluate_command(
     panoptic: Annotated[
         bool, typer.Option("--panoptic", help="also PQ/SQ/RQ of panoptic models (needs panoptic ground truth)")
     ] = False,
+    network: Annotated[
+        str | None,
+        typer.Option(help="which network of UDA training files: student (default), teacher, imagenet or a prefix"),
+    ] = None,
+    allow_unverified: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unverified", help="score a --model network even if the checkpoint's weights are not in it"
+        ),
+    ] = False,
 ) -> None:
     """Evaluate models (and their ensemble) on a labelled dataset: mIoU, per-class IoU, PQ, cost."""
     from segmerge.checkpoints.atomic import claim_folder, fresh_folder
@@ -123,13 +139,17 @@ def evaluate_command(
 
     if out is not None:
         claim_folder(out, "eval", overwrite)  # before any work
-    inference = InferenceConfig(mode, _size(crop, "--crop"), _size(stride, "--stride"), batch_size, device, amp)
+    unset = {n for n, v in (("mode", mode), ("crop", crop), ("stride", stride), ("scale", scale)) if v is None}
+    inference = InferenceConfig(
+        mode or "whole", _size(crop or "512x1024", "--crop"), _size(stride or "341x683", "--stride"), batch_size,
+        device, amp, scale=None if scale in (None, "none") else _size(scale, "--scale"),
+    )  # fmt: skip
     config = EvaluationConfig(
         num_classes, class_names(num_classes), IGNORE_INDEX, tuple(protocol or ()), _ensemble(ensemble), qualitative,
         limit,
         panoptic=panoptic,
     )  # fmt: skip
-    result = evaluate_models(models, data, config, inference, split, model_factory)
+    result = evaluate_models(models, data, config, inference, split, model_factory, unset, allow_unverified, network)
     if result is None:  # another process of a torchrun group: the main one reports
         return
     if out is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,9 @@ class InferenceConfig:
     batch_size: int = 4
     device: str = "cpu"
     amp: bool = False
+    #: Rescale each image to fit (long edge, short edge) keeping its aspect ratio before inference,
+    #: as mmseg's test ``Resize(img_scale=..., keep_ratio=True)`` does; scores go back to the label's size.
+    scale: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -74,6 +77,8 @@ class InferenceConfig:
         for name, (height, width) in (("--crop", self.crop), ("--stride", self.stride)):
             if height < 1 or width < 1:
                 raise SegmergeError(f"{name} {height}x{width}: both sides must be at least 1 pixel")
+        if self.scale is not None and min(self.scale) < 1:
+            raise SegmergeError(f"--scale {self.scale[0]}x{self.scale[1]}: both edges must be at least 1 pixel")
         if self.batch_size < 1:
             raise SegmergeError(f"--batch-size {self.batch_size}: must be at least 1")
         check_device(self.device)
@@ -82,6 +87,46 @@ class InferenceConfig:
         if not self.amp:
             return nullcontext()
         return torch.autocast(device_type=torch.device(self.device).type, dtype=amp_dtype(self.device))
+
+
+#: The settings a segmenter's family may set as defaults (``Segmenter.extra["inference"]``).
+DEFAULTABLE = ("mode", "crop", "stride", "scale")
+
+
+def with_model_defaults(config: InferenceConfig, segmenters: Sequence[Segmenter], unset: Collection[str]):
+    """``config`` with the settings the user left ``unset`` taken from the models' families'
+    test-time defaults (built-in networks carry them), when all models agree on them."""
+    chosen = {}
+    for name in DEFAULTABLE:
+        if name not in unset:
+            continue
+        values = {
+            tuple(v) if isinstance(v, list) else v
+            for s in segmenters
+            if (v := s.extra.get("inference", {}).get(name)) is not None
+        }
+        has = [name in s.extra.get("inference", {}) for s in segmenters]
+        if len(values) == 1 and all(has):
+            chosen[name] = values.pop()
+    return replace(config, **chosen) if chosen else config
+
+
+def rescaled_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """mmcv's ``rescale_size`` for keep_ratio: the largest size with long edge <= max(scale) and
+    short edge <= min(scale), rounded to the nearest pixel."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def rescale_images(images: torch.Tensor, scale: tuple[int, int] | None) -> torch.Tensor:
+    """uint8 [N,H,W,3] rescaled to fit ``scale`` (bilinear, like mmcv's cv2 resize), still uint8."""
+    if scale is None:
+        return images
+    size = rescaled_size(images.shape[1], images.shape[2], scale)
+    if size == tuple(images.shape[1:3]):
+        return images
+    x = F.interpolate(images.permute(0, 3, 1, 2).float(), size=size, mode="bilinear", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 @dataclass
@@ -224,6 +269,7 @@ def predict(
     if keep_outputs and config.mode == "slide":
         raise SegmergeError("panoptic outputs need whole-image inference: pass --mode whole")
     size = tuple(size) if size is not None else tuple(images.shape[1:3])
+    images = rescale_images(images, config.scale)
     step = 1 if config.mode == "slide" else config.batch_size
     for start in range(0, len(images), step):
         part = slice(start, min(start + step, len(images)))

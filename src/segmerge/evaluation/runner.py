@@ -8,7 +8,7 @@ each process takes a shard and the metric states are summed, giving the same num
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,7 +17,14 @@ from tqdm import tqdm
 
 from segmerge.errors import SegmergeError
 from segmerge.evaluation.distributed import ProcessGroup, all_reduce_max
-from segmerge.evaluation.prediction import InferenceConfig, Timer, class_map, ensemble_probabilities, predict
+from segmerge.evaluation.prediction import (
+    InferenceConfig,
+    Timer,
+    class_map,
+    ensemble_probabilities,
+    predict,
+    with_model_defaults,
+)
 from segmerge.evaluation.results import EvaluationResult, ModelScores, QualitativeSample, semantic_summary
 from segmerge.segmenters.base import Segmenter, check_classes
 
@@ -47,10 +54,15 @@ def evaluate_models(
     inference: InferenceConfig = InferenceConfig(),
     split: str = "val",
     factory: str | None = None,
+    family_defaults: Collection[str] = (),
+    allow_unverified: bool = False,
+    network: str | None = None,
 ) -> EvaluationResult | None:
     """``segmerge eval``: checkpoints (paths or folders, or what ``factory`` builds from them) on the
     dataset ``data`` (``kind:argument``). Under ``torchrun`` every process evaluates its shard and
-    the main one gets the result (the others ``None``)."""
+    the main one gets the result (the others ``None``). ``family_defaults``: the inference settings
+    (mode, crop, stride, scale) to take from the models' families where they have test-time defaults;
+    ``network``: which network of UDA training files to evaluate (default: the student)."""
     from segmerge.datasets import open_dataset
     from segmerge.evaluation.distributed import init_from_environment
     from segmerge.metrics.semantic import protocol
@@ -59,13 +71,19 @@ def evaluate_models(
     for name in config.subsets:
         protocol(name)
     ensemble_members(config.ensemble, len(models))
-    if config.panoptic and inference.mode != "whole":
+    if config.panoptic and "mode" not in family_defaults and inference.mode != "whole":
         raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
     group = init_from_environment(inference.device)
     if torch.device(inference.device).type == "cuda" and group.active:
         inference = replace(inference, device=f"cuda:{group.rank}")
     dataset = open_dataset(data, split=split)
-    segmenters = [load_segmenter(m, factory, device=inference.device) for m in models]
+    segmenters = [
+        load_segmenter(m, factory, device=inference.device, verify=not allow_unverified, network=network)
+        for m in models
+    ]
+    inference = with_model_defaults(inference, segmenters, family_defaults)
+    if config.panoptic and inference.mode != "whole":
+        raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
     result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
     return result if group.is_main else None
 

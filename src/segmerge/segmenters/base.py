@@ -81,18 +81,29 @@ class Segmenter:
         return self
 
 
-def load_segmenter(spec: str, factory: str | None = None, name: str | None = None, device: str = "cpu") -> Segmenter:
+def load_segmenter(
+    spec: str,
+    factory: str | None = None,
+    name: str | None = None,
+    device: str = "cpu",
+    verify: bool = True,
+    network: str | None = None,
+) -> Segmenter:
     """Resolve a model given on the command line.
 
     ``spec`` is a checkpoint path. With ``factory`` (``FILE.py:function`` or
-    ``module:function``) the factory builds the network from that path; otherwise a
-    Hugging Face folder is loaded with transformers, or a plugin's loader recognises the file.
+    ``module:function``) the factory builds the network from that path and, with ``verify``,
+    segmerge checks that the checkpoint's weights arrived in it; otherwise a Hugging Face
+    folder is loaded with transformers, a plugin's loader recognises the file, or a built-in
+    network (:mod:`segmerge.segmenters.networks`: SegFormer, DAFormer, HRDA) is read from it.
+    ``network``: which network of a UDA training file (student by default, teacher, imagenet,
+    a prefix), for the built-in networks and for checking a factory's.
     """
     label = name or Path(spec).name
     if factory is not None:
         from segmerge.segmenters.factory import from_factory
 
-        segmenter = from_factory(factory, spec, label)
+        segmenter = from_factory(factory, spec, label, verify, network)
     else:
         path = Path(spec)
         if path.is_dir() and (path / "config.json").is_file():
@@ -100,7 +111,7 @@ def load_segmenter(spec: str, factory: str | None = None, name: str | None = Non
 
             segmenter = from_hf_folder(path, label)
         else:
-            segmenter = from_plugins(path, label)
+            segmenter = from_plugins(path, label, network)
     segmenter.module.eval()
     return segmenter.to(device)
 
@@ -115,13 +126,20 @@ def register_loader(loader) -> None:
         _LOADERS.append(loader)
 
 
-def from_plugins(path: Path, label: str) -> Segmenter:
+def from_plugins(path: Path, label: str, network: str | None = None) -> Segmenter:
     """The first registered loader that recognises ``path``, or an error that says what to pass instead."""
     from segmerge.plugins import SEGMENTERS, plugins
 
     if not path.exists():
         raise SegmergeError(f"{path}: no such file or folder")
-    for loader in (*_LOADERS, *plugins(SEGMENTERS)):
+    from segmerge.segmenters.networks import from_builtin
+
+    if network is not None:  # a network of a UDA training file: the built-in networks read those
+        segmenter = from_builtin(path, label, network)
+        if segmenter is None:
+            raise SegmergeError(f"{path}: not a checkpoint segmerge builds a network from; --network needs one")
+        return segmenter
+    for loader in (*_LOADERS, *plugins(SEGMENTERS), from_builtin):
         segmenter = loader(path, label)
         if segmenter is not None:
             return segmenter
