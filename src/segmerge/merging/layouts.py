@@ -338,6 +338,8 @@ class ConvertedSource:
 
 def convert_onto(anchor_metas: Mapping[str, TensorMeta], donor) -> ConvertedSource | None:
     """The donor converted onto the anchor's MiT layout when the two layouts differ, else None."""
+    if donor.metas().keys() == anchor_metas.keys():  # the same names: the same layout, nothing to detect
+        return None
     target = detect_layout(anchor_metas)
     source = detect_layout(donor.metas())
     if target is None or source is None or target == source:

@@ -348,7 +348,8 @@ def report_donor_keys(
     for i, mapping in donor_maps.items():
         for new, key in mapping.items():
             donor_keys.append(DonorKey(i, key, new, matched[i].get(key, Action.DONOR_UNMATCHED)))
-    donor_keys.sort(key=lambda d: (d.model, list(metas[d.model]).index(d.key)))
+    position = {i: {key: n for n, key in enumerate(metas[i])} for i in {d.model for d in donor_keys}}
+    donor_keys.sort(key=lambda d: (d.model, position[d.model][d.key]))
     return donor_keys
 
 
@@ -436,9 +437,11 @@ def settle_layer_actions(layers: Mapping[str, LayerPlan], keys: Sequence[KeyPlan
     """A layer is merged if any of its keys is; otherwise it shows the first of its keys' actions in
     :class:`Action`'s order (a fixed order: a set's iteration order would depend on the hash seed)."""
     order = list(Action)
+    actions: dict[str, set[Action]] = {}
+    for k in keys:
+        actions.setdefault(k.layer, set()).add(k.action)
     for layer in layers.values():
-        actions = {k.action for k in keys if k.layer == layer.name}
-        layer.action = min(actions, key=order.index)
+        layer.action = min(actions[layer.name], key=order.index)
 
 
 def plan_warnings(eligible: Sequence[Eligible]) -> list[str]:
