@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from real_layouts import daformer, mmcv_checkpoint, revise_and_check, uda_wrapper
 from typer.testing import CliRunner
@@ -532,3 +533,16 @@ def real_layouts_mit():
     from real_layouts import mit_mmseg0
 
     return mit_mmseg0(0)
+
+
+def test_options_beside_a_recipe_and_a_network_choice_on_a_plain_file_are_refused(tmp_path):
+    from segmerge.errors import CheckpointError, RecipeError
+
+    for i in (1, 2):
+        torch.save({"layer.weight": torch.randn(4, 4)}, tmp_path / f"{i}.pth")
+    recipe = api.make_recipe([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")])
+    with pytest.raises(RecipeError, match="cannot be added to it"):
+        api.make_recipe(recipe, anchor=1)
+    with pytest.raises(CheckpointError, match="holds one network"):
+        open_checkpoint(tmp_path / "1.pth", network="teacher")
+    assert open_checkpoint(tmp_path / "1.pth", network="student").metas().keys() == {"layer.weight"}

@@ -14,7 +14,7 @@ import torch
 
 from segmerge.checkpoints import Checkpoint, open_checkpoint, write_checkpoint
 from segmerge.checkpoints.provenance import Provenance
-from segmerge.errors import CheckpointError, MergeError, SegmergeError
+from segmerge.errors import CheckpointError, MergeError, RecipeError, SegmergeError
 from segmerge.merging.execute import execute
 from segmerge.merging.forward_order import forward_order, order_like
 from segmerge.merging.keys import rename
@@ -35,6 +35,11 @@ def make_recipe(models: Sequence[ModelInput] | Recipe | str | Path, **options: A
     ``weights`` - one per model -, ``rename`` - {model: [(pattern, replace)]} -, ``keep`` -
     a list of regexes -) or the method's parameters (``ramp_start``, ``end_weight``, ...).
     """
+    if isinstance(models, Recipe | str | Path) and options:
+        raise RecipeError(
+            f"a recipe says everything about a merge; {', '.join(sorted(options))} cannot be added to it - "
+            "edit the recipe, or give the models and the options instead"
+        )
     if isinstance(models, Recipe):
         return models
     if isinstance(models, str | Path):

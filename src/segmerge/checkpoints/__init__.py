@@ -66,6 +66,11 @@ class Checkpoint:
             except ValueError as exc:
                 raise CheckpointError(f"{self.path}: {exc}") from None
             all_metas = {k[len(self.prefix) :]: m for k, m in all_metas.items() if k.startswith(self.prefix)}
+        elif self.network not in (None, "student", "all"):
+            raise CheckpointError(
+                f"{self.path}: holds one network, so --network {self.network} has nothing to choose; "
+                "leave --network out for such files"
+            )
         config = hf_config(self.path) if self.format == "hf-folder" else None
         self._metas, self.order = restore_order(all_metas, config)
 

@@ -66,7 +66,12 @@ from segmerge.cli import tune_command  # noqa: E402,F401
 def add_plugin_commands() -> None:
     from segmerge.plugins import COMMANDS, plugins
 
-    for register in plugins(COMMANDS):
+    try:
+        registers = plugins(COMMANDS)
+    except SegmergeError as exc:  # one broken plugin must not take every command (and --version) down
+        stderr.print(f"[yellow]warning:[/] {exc}", markup=True, highlight=False)
+        return
+    for register in registers:
         register(app)
 
 

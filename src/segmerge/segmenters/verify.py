@@ -70,7 +70,7 @@ def check_weights(module: torch.nn.Module, checkpoint) -> WeightCheck:
             best = (common, prefix, mine, view)
     _, prefix, mine, view = best
     check = WeightCheck(len(state), prefix=prefix)
-    check.missing = [prefix + k for k in state if not k.startswith(prefix)]
+    check.missing = [k for k in state if not k.startswith(prefix)]
     theirs = view.metas()
     for key in mine:
         if key not in theirs:

@@ -2,7 +2,7 @@
 
 Each merged layer l holds logits a_l in R^M; its weights w_l = softmax(a_l) lie on the
 simplex. Every eligible key k of layer l is merged as in docs/method.md rule 6 (weights
-renormalised over the models that hold k), BatchNorm statistics as in rule 6 - the same
+renormalised over the models that hold k), BatchNorm statistics as in rule 7 - the same
 maths as :mod:`segmerge.merging.execute`, written with differentiable tensor operations.
 The anchor's network runs the merged tensors through ``torch.func.functional_call``;
 keys that are not merged keep the anchor's values. Memory holds the M inputs of each

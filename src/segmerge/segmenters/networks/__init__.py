@@ -220,6 +220,9 @@ def _config_floats(text: str, name: str) -> tuple[float, ...] | None:
     return tuple(float(v) for v in m.group(1).replace(" ", "").split(",") if v) if m else None
 
 
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+
+
 def from_builtin(path: Path, label: str, network: str | None = None):
     """The loader segmerge tries last: a :class:`Segmenter` for a MiT checkpoint, else ``None``."""
     from segmerge.checkpoints import open_checkpoint
@@ -229,7 +232,9 @@ def from_builtin(path: Path, label: str, network: str | None = None):
     try:
         checkpoint = open_checkpoint(path, network=network)
     except CheckpointError:
-        if network is not None:
+        # A file that is a checkpoint by its name but unreadable (unsafe, damaged, an LFS pointer...):
+        # its own message says what to do; anything else is simply not this loader's.
+        if network is not None or (path.is_file() and path.suffix in CHECKPOINT_SUFFIXES):
             raise
         return None
     content = checkpoint.pth_content
