@@ -19,7 +19,7 @@ import torch
 from segmerge.segmenters.base import Segmenter
 
 
-def from_builtin_checkpoint(path: Path, label: str) -> Segmenter | None:
+def from_bench_checkpoint(path: Path, label: str) -> Segmenter | None:
     """The ``segmerge.segmenters`` plugin: a segmenter for a ``.pth`` that names its network in
     ``meta["segmerge_model"]``; ``None`` for any other file, so that segmerge tries the next loader."""
     from segmerge.checkpoints import open_checkpoint
