@@ -6,7 +6,9 @@ them across processes gives exactly the single-process numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +27,24 @@ class ProcessGroup:
     @property
     def active(self) -> bool:
         return self.world_size > 1
+
+
+@contextlib.contextmanager
+def process_group(device: str = "cpu") -> Iterator[ProcessGroup]:
+    """The ``torchrun`` group for the duration of an evaluation. A group this opened is closed on
+    the way out, after every process has got there: a process that exits while another still
+    talks to it makes gloo abort the other (SIGABRT)."""
+    opened = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    group = init_from_environment(device)
+    try:
+        yield group
+    except BaseException:
+        if opened and dist.is_initialized():  # no barrier: the others may never get there
+            dist.destroy_process_group()
+        raise
+    if opened and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def init_from_environment(device: str = "cpu") -> ProcessGroup:

@@ -64,7 +64,7 @@ def evaluate_models(
     (mode, crop, stride, scale) to take from the models' families where they have test-time defaults;
     ``network``: which network of UDA training files to evaluate (default: the student)."""
     from segmerge.datasets import open_dataset
-    from segmerge.evaluation.distributed import init_from_environment
+    from segmerge.evaluation.distributed import process_group
     from segmerge.metrics.semantic import protocol
     from segmerge.segmenters import load_segmenter
 
@@ -73,19 +73,19 @@ def evaluate_models(
     ensemble_members(config.ensemble, len(models))
     if config.panoptic and "mode" not in family_defaults and inference.mode != "whole":
         raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
-    group = init_from_environment(inference.device)
-    if torch.device(inference.device).type == "cuda" and group.active:
-        inference = replace(inference, device=f"cuda:{group.rank}")
-    dataset = open_dataset(data, split=split)
-    segmenters = [
-        load_segmenter(m, factory, device=inference.device, verify=not allow_unverified, network=network)
-        for m in models
-    ]
-    inference = with_model_defaults(inference, segmenters, family_defaults)
-    if config.panoptic and inference.mode != "whole":
-        raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
-    result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
-    return result if group.is_main else None
+    with process_group(inference.device) as group:
+        if torch.device(inference.device).type == "cuda" and group.active:
+            inference = replace(inference, device=f"cuda:{group.rank}")
+        dataset = open_dataset(data, split=split)
+        segmenters = [
+            load_segmenter(m, factory, device=inference.device, verify=not allow_unverified, network=network)
+            for m in models
+        ]
+        inference = with_model_defaults(inference, segmenters, family_defaults)
+        if config.panoptic and inference.mode != "whole":
+            raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
+        result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
+        return result if group.is_main else None
 
 
 def evaluate(
