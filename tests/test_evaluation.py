@@ -193,6 +193,10 @@ def test_score_panoptic_files(tmp_path):
     assert scores["pq"] == pytest.approx(100.0)
     for key in ("sq", "rq", "pq_things", "pq_stuff", "per_class"):
         assert key in scores
+    # Semantic settings would be ignored by panoptic scoring: they are refused instead.
+    for extra in (["--protocol", "synthia16"], ["--num-classes", "16"], ["--ignore-index", "0"]):
+        r = runner.invoke(app, [*args, *extra])
+        assert r.exit_code == 2 and "semantic scoring only" in r.output, r.output
 
 
 def write_cityscapes_panoptic(root: Path, n: int = 2, size=(64, 128)) -> None:

@@ -546,3 +546,5 @@ def test_options_beside_a_recipe_and_a_network_choice_on_a_plain_file_are_refuse
     with pytest.raises(CheckpointError, match="holds one network"):
         open_checkpoint(tmp_path / "1.pth", network="teacher")
     assert open_checkpoint(tmp_path / "1.pth", network="student").metas().keys() == {"layer.weight"}
+    plan = api.plan([str(tmp_path / "1.pth"), str(tmp_path / "2.pth")], keep_wrapper=True)
+    assert any("no wrapper to keep" in w for w in plan.warnings)

@@ -124,6 +124,12 @@ def open_merge(
         plan.notes.append(order_note)
     if order_warning:
         plan.warnings.append(order_warning)
+    anchor = sources[recipe.anchor]
+    anchor = anchor.source if isinstance(anchor, ConvertedSource) else anchor
+    if recipe.keep_wrapper and not getattr(anchor, "prefix", ""):
+        plan.warnings.append(
+            f"keep_wrapper: {anchor.label} holds one network, so there is no wrapper to keep; the output is the merge"
+        )
     return Opened(recipe, sources, base, method, plan)
 
 

@@ -230,6 +230,19 @@ def score_command(
         ]
         if missing:
             raise SegmergeError(f"--panoptic needs {', '.join(missing)}")
+        semantic_only = [
+            flag
+            for flag, given in (
+                ("--pred", pred is not None),
+                ("--gt", gt is not None),
+                ("--protocol", bool(protocol)),
+                ("--num-classes", num_classes != 19),
+                ("--ignore-index", ignore_index != 255),
+            )
+            if given
+        ]
+        if semantic_only:  # they would be ignored: the panoptic files carry their own categories and void
+            raise SegmergeError(f"{', '.join(semantic_only)}: semantic scoring only; leave them out with --panoptic")
         summary = score_panoptic_folders(gt_json, gt_dir, pred_json, pred_dir, workers, engine).compute().as_dict()
     else:
         if pred is None or gt is None:
