@@ -71,8 +71,8 @@ def evaluate_models(
     for name in config.subsets:
         protocol(name)
     ensemble_members(config.ensemble, len(models))
-    if config.panoptic and "mode" not in family_defaults and inference.mode != "whole":
-        raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
+    if "mode" not in family_defaults:  # the mode given: refuse before any work
+        _refuse_sliding_panoptic(config, inference)
     with process_group(inference.device) as group:
         if torch.device(inference.device).type == "cuda" and group.active:
             inference = replace(inference, device=f"cuda:{group.rank}")
@@ -82,10 +82,14 @@ def evaluate_models(
             for m in models
         ]
         inference = with_model_defaults(inference, segmenters, family_defaults)
-        if config.panoptic and inference.mode != "whole":
-            raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
+        _refuse_sliding_panoptic(config, inference)  # the mode a model family brought
         result = evaluate(segmenters, dataset, config, inference, group, dataset_name=data, split=split)
         return result if group.is_main else None
+
+
+def _refuse_sliding_panoptic(config: EvaluationConfig, inference: InferenceConfig) -> None:
+    if config.panoptic and inference.mode != "whole":
+        raise SegmergeError("--panoptic: panoptic outputs need whole-image inference; pass --mode whole")
 
 
 def evaluate(
