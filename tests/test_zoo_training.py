@@ -224,3 +224,60 @@ def test_bad_settings_are_refused():
         train_source_only(build_segformer(), _scene_data(2, labelled=False), FAST)
     with pytest.raises(SegmergeError, match="architecture"):
         build_model("hrda")
+
+
+def test_snapshots_along_a_run_are_the_model_at_those_steps(start):
+    data = _scene_data(8)
+    config = FAST.replace(steps=6, snapshots=(3, 6))
+    model, log = train_source_only(start.model("segformer"), data, config)
+    assert sorted(log["snapshots"]) == [3, 6]
+    final = {k: v for k, v in model.state_dict().items()}
+    assert all(torch.equal(final[k], v) for k, v in log["snapshots"][6].items())
+    shorter, _ = train_source_only(
+        start.model("segformer"), data, config.replace(steps=3, warmup_steps=2, snapshots=())
+    )
+    # the same seed sees the same batches; a 3-step run decays its rate differently, so only the
+    # first snapshot differs from the end of the 6-step run, not from nothing
+    assert not all(torch.equal(final[k], v) for k, v in log["snapshots"][3].items())
+    assert set(log["snapshots"][3]) == set(shorter.state_dict())
+    with pytest.raises(SegmergeError, match="snapshots"):
+        FAST.replace(snapshots=(9,))
+
+
+def test_mic_hides_blocks_and_adds_a_masked_loss(start):
+    from segmerge_bench.training.masking import block_mask
+
+    generator = torch.Generator().manual_seed(0)
+    mask = block_mask(64, 96, 192, 12, 0.7, generator)
+    assert mask.shape == (64, 1, 96, 192) and set(mask.unique().tolist()) == {0.0, 1.0}
+    assert abs(float(mask.mean()) - 0.3) < 0.02  # 70% hidden
+    blocks = mask[0, 0, ::12, ::12]
+    assert torch.equal(mask[0, 0], blocks.repeat_interleave(12, 0).repeat_interleave(12, 1))  # whole blocks
+    source, target = _scene_data(8, "source"), _scene_data(8, "target")
+    config = FAST.replace(steps=4)
+    dacs, dacs_log = train_uda(start.model("segformer"), source, target, config)
+    mic, mic_log = train_uda(start.model("segformer"), source, target, config, method="mic")
+    assert "mean_masked_loss" in mic_log and "mean_masked_loss" not in dacs_log
+    assert not _same_weights(dacs, mic)
+    with pytest.raises(SegmergeError, match="UDA method"):
+        train_uda(start.model("segformer"), source, target, config, method="fda")
+
+
+def test_strong_augmentation_jitters_and_blurs_like_dacs():
+    from segmerge_bench.training.augment import gaussian_blur, strong_augment
+    from segmerge_bench.training.data import normalise
+
+    images = _scene_data(16).images
+    pixels = normalise(images)
+    out = strong_augment(pixels, torch.Generator().manual_seed(0))
+    assert out.shape == pixels.shape and not torch.equal(out, pixels)
+    again = strong_augment(pixels, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # seeded
+    changed = [not torch.allclose(o, p, atol=1e-5) for o, p in zip(out, pixels, strict=True)]
+    assert 12 <= sum(changed) <= 16  # 80% jittered, 50% blurred: few images escape both
+    flat = torch.ones(1, 3, 9, 9)
+    assert torch.allclose(gaussian_blur(flat, 1.0), flat, atol=1e-6)  # a blur keeps a flat image
+    spike = torch.zeros(1, 1, 9, 9)
+    spike[0, 0, 4, 4] = 1
+    blurred = gaussian_blur(spike, 1.0)
+    assert abs(float(blurred.sum()) - 1) < 1e-5 and blurred[0, 0, 4, 4] < 0.2

@@ -53,6 +53,22 @@ CLAIMS: tuple[Claim, ...] = (
         ("source-only A", "source-only B"),
     ),
     Claim(
+        "different-seeds",
+        "SegFormer adapted from source A + the same, trained with another seed (same source, same UDA method)",
+        ("UDA A", "UDA A, another seed"),
+    ),
+    Claim(
+        "different-uda-methods",
+        "SegFormer adapted from source A by self-training (DACS) + the same adapted with masked image "
+        "consistency on top (MIC)",
+        ("UDA A", "MIC UDA A"),
+    ),
+    Claim(
+        "along-one-run",
+        "SegFormer adapted from source A + its own checkpoint half-way through that run",
+        ("UDA A", "UDA A, half-way"),
+    ),
+    Claim(
         "different-architecture",
         "SegFormer adapted from A (HF folder) + DAFormer-style model adapted from B (mmseg .pth)",
         ("UDA A", "DAFormer UDA B"),

@@ -18,6 +18,7 @@ from segmerge.merging.execute import single_threaded
 from segmerge.merging.plan import Action
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SweepRecipe, named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import Claim
+from segmerge_bench.benchmark.discrepancy import layer_distances
 from segmerge_bench.benchmark.scoring import measure
 from segmerge_bench.benchmark.settings import Sweep
 from segmerge_bench.benchmark.store import remove_path
@@ -57,6 +58,9 @@ class ClaimRun:
     metric: str = "mIoU"
     #: The numbers beside the metric, per model alone (by position) and for the ensemble.
     details: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Per merged layer, input to output: (depth, relative distance between the two models'
+    #: weights) - the "discrepant parameters" analysis (:mod:`.discrepancy`).
+    layer_distances: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def best_single(self) -> float:
@@ -77,7 +81,8 @@ class ClaimRun:
         merges = [
             ScoredMerge(**{**m, "anchor_weights": [tuple(w) for w in m["anchor_weights"]]}) for m in data["merges"]
         ]
-        return cls(**{**data, "merges": merges})
+        distances = [tuple(d) for d in data.get("layer_distances", [])]
+        return cls(**{**data, "merges": merges, "layer_distances": distances})
 
 
 def merge_options(claim: Claim, candidate: SweepRecipe) -> dict:
@@ -156,6 +161,7 @@ def run_claim(
         merges,
         metric=claim.metric,
         details={**{str(i): single for i, single in enumerate(singles)}, ENSEMBLE_ROW: ensemble},
+        layer_distances=layer_distances(claim, models),
     )
     return run, kept
 

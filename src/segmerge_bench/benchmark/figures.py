@@ -1,4 +1,5 @@
-"""The benchmark's own figures: each recipe's anchor weight by layer, and the sweep heat-map."""
+"""The benchmark's own figures: each recipe's anchor weight by layer, the sweep heat-map, and the
+regime (learning curves, the loss barrier between merged models)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from segmerge.reports.plots import _figure, safe_name, save_figure
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SWEEP
 from segmerge_bench.benchmark.experiments import ClaimRun
+from segmerge_bench.benchmark.regime import RegimeMeasures
 
 
 def plot_anchor_weights(runs: Sequence[ClaimRun], path: Path) -> Path:
@@ -85,3 +87,58 @@ def plot_sweep(runs: Sequence[ClaimRun], path: Path) -> Path | None:
 
 def sweep_figure_name(regime: str, claim: str) -> str:
     return f"sweep_{safe_name(claim)}_{safe_name(regime)}.png"
+
+
+def plot_regime(measures: Sequence[RegimeMeasures], path: Path) -> Path | None:
+    """Per regime (one row): the learning curves of the twice-as-long runs (first panel), then the
+    target mIoU along the line between each merged pair (one panel per pair, a line per head;
+    mean over the seeds measured)."""
+    regimes = list(dict.fromkeys(m.regime for m in measures))
+    pairs = {r: list(dict.fromkeys(p for m in measures if m.regime == r for p in m.barriers)) for r in regimes}
+    columns = 1 + max((len(p) for p in pairs.values()), default=0)
+    if not regimes:
+        return None
+    fig = _figure(3.4 * columns, 2.8 * len(regimes), layout="constrained")
+    axes = fig.subplots(len(regimes), columns, squeeze=False)
+    for row, regime in zip(axes, regimes, strict=True):
+        runs = [m for m in measures if m.regime == regime]
+        ax = row[0]
+        for role in dict.fromkeys(r for m in runs for r in m.curves):
+            points = [m.curves[role] for m in runs if role in m.curves]
+            steps = [step for step, _ in points[0]]
+            ax.plot(steps, np.mean([[v for _, v in p] for p in points], axis=0), marker=".", label=role)
+        ax.set_title(f"{regime}: learning curves (twice the steps)", fontsize=8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("target mIoU")
+        ax.legend(fontsize=6)
+        for ax, pair in zip(row[1:], pairs[regime], strict=False):
+            for head in dict.fromkeys(h for m in runs for h in m.barriers.get(pair, {})):
+                curves = [m.barriers[pair][head] for m in runs if head in m.barriers.get(pair, {})]
+                ax.plot(runs[0].barrier_points, np.mean(curves, axis=0), marker=".", label=head)
+            ax.set_title(f"{regime}: {pair}", fontsize=7)
+            ax.set_xlabel("a (0: first model, 1: second)")
+            ax.set_ylabel("target mIoU")
+            ax.legend(fontsize=6)
+        for ax in row[1 + len(pairs[regime]) :]:
+            ax.set_axis_off()
+    return save_figure(fig, path)
+
+
+def plot_layer_distances(runs: Sequence[ClaimRun], path: Path) -> Path | None:
+    """Per regime (one panel each): the relative distance between the two merged models' weights
+    at every merged layer, one line per claim (mean over seeds)."""
+    regimes = list(dict.fromkeys(r.regime for r in runs if r.layer_distances))
+    if not regimes:
+        return None
+    fig = _figure(4.6 * len(regimes), 3.2, layout="constrained")
+    axes = fig.subplots(1, len(regimes), squeeze=False)[0]
+    for ax, regime in zip(axes, regimes, strict=True):
+        for claim in dict.fromkeys(r.claim for r in runs if r.regime == regime and r.layer_distances):
+            curves = [r.layer_distances for r in runs if r.regime == regime and r.claim == claim]
+            depth = [d for d, _ in curves[0]]
+            ax.plot(depth, np.mean([[v for _, v in c] for c in curves], axis=0), marker=".", linewidth=1, label=claim)
+        ax.set_title(f"{regime}: where the merged models differ", fontsize=9)
+        ax.set_xlabel("layer depth (0 input, 1 output)")
+        ax.set_ylabel("||w1 - w2|| / ||w1||")
+        ax.legend(fontsize=6)
+    return save_figure(fig, path)

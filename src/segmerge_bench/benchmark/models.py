@@ -12,13 +12,13 @@ the layouts users hold - and merged through :mod:`segmerge.api` from those files
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 from segmerge.errors import SegmergeError
 from segmerge_bench.benchmark.settings import PRETRAIN_DOMAIN, REGIMES, TARGET, BenchSettings
-from segmerge_bench.benchmark.store import ArtifactStore, cache_key
+from segmerge_bench.benchmark.store import ArtifactStore, cache_key, remove_path
 from segmerge_bench.training import (
     SharedStart,
     TrainConfig,
@@ -32,6 +32,9 @@ from segmerge_bench.training.panoptic import train_panoptic_uda
 from segmerge_bench.zoo.models import build_model, decoder_of, save_model
 from segmerge_bench.zoo.panoptic import ARCHITECTURE as PANOPTIC
 
+MIC = "uda-mic"
+"""The recipe of a model adapted with masked image consistency on top of self-training."""
+
 SHIPPED_START = "shared_start.pt"
 """The pre-trained shared start inside ``segmerge_bench/zoo/shipped`` (what ``--quick`` starts from)."""
 
@@ -42,18 +45,30 @@ def shipped_path(name: str) -> Path:
 
 @dataclass(frozen=True)
 class TrainedModelSpec:
-    """One trained model: ``recipe`` is source-only, uda or oracle; ``source`` its labelled domain."""
+    """One trained model: ``recipe`` is source-only, uda (DACS-style), uda-mic or oracle; ``source``
+    its labelled domain.
+
+    ``length``: the run's steps as a multiple of the recipe's (2: the convergence check's
+    twice-as-long run). ``snapshots``: fractions of the run after which the model is also
+    saved (checkpoints along one run: learning curves, merges along a run).
+    """
 
     architecture: str
     recipe: str
     source: str
     seed: int
     decoder_init: int = 0
+    length: int = 1
+    snapshots: tuple[float, ...] = ()
 
     @property
     def name(self) -> str:
         init = f"-init{self.decoder_init}" if self.decoder_init else ""
-        return f"{self.architecture}-{self.recipe}-{self.source}{init}-seed{self.seed}"
+        longer = f"-x{self.length}" if self.length != 1 else ""
+        return f"{self.architecture}-{self.recipe}-{self.source}{init}{longer}-seed{self.seed}"
+
+    def with_snapshots(self, *fractions: float) -> TrainedModelSpec:
+        return replace(self, snapshots=tuple(fractions))
 
     @property
     def suffix(self) -> str:
@@ -102,7 +117,7 @@ def _flag(**flags: bool) -> dict[str, bool]:
 
 
 def _config_fields(config: TrainConfig) -> dict:
-    return {k: v for k, v in config.to_dict().items() if k not in ("progress", "description", "threads")}
+    return {k: v for k, v in config.to_dict().items() if k not in ("progress", "description", "threads", "snapshots")}
 
 
 class ModelZoo:
@@ -142,36 +157,71 @@ class ModelZoo:
 
     def config_for(self, spec: TrainedModelSpec) -> TrainConfig:
         s = self.settings
-        base = {"source-only": s.source_only, "uda": s.uda, "oracle": s.oracle}[spec.recipe]
-        return base.replace(seed=spec.seed, progress=self.progress, description=spec.name)
+        base = {"source-only": s.source_only, "uda": s.uda, MIC: s.uda, "oracle": s.oracle}[spec.recipe]
+        steps = base.steps * spec.length
+        return base.replace(
+            seed=spec.seed,
+            steps=steps,
+            warmup_steps=min(base.warmup_steps, steps),
+            progress=self.progress,
+            description=spec.name,
+            snapshots=tuple(sorted({snapshot_step(f, steps) for f in spec.snapshots})),
+        )
 
-    def path(self, spec: TrainedModelSpec) -> Path:
+    def _key(self, spec: TrainedModelSpec) -> str:
         s = self.settings
-        start = self.start()
-        config = self.config_for(spec)
-        key = cache_key(
+        self.start()
+        fields = {k: v for k, v in spec.__dict__.items() if k != "snapshots" and not (k == "length" and v == 1)}
+        return cache_key(
             start=self._start_key,
-            spec=spec.__dict__,
+            spec=fields,
             source_images=s.source_images,
             target_images=s.target_images,
             data_seed=s.data_seed,
-            **_config_fields(config),
+            **_config_fields(self.config_for(spec)),
         )
+
+    def snapshot_path(self, spec: TrainedModelSpec, fraction: float) -> Path:
+        """The model after ``fraction`` of its run (trains the run, saving its snapshots, if needed)."""
+        if fraction == 1:
+            return self.path(spec)
+        spec = spec if fraction in spec.snapshots else replace(spec, snapshots=(*spec.snapshots, fraction))
+        step = snapshot_step(fraction, self.config_for(spec).steps)
+        path = self.store.path("models", f"{spec.name}-step{step}", self._key(spec), spec.suffix)
+        if not path.exists():
+            remove_path(self.path(spec, retrain=True))
+            self.path(spec)
+        if not path.exists():
+            raise SegmergeError(f"{spec.name}: the run did not save its snapshot at step {step}")
+        return path
+
+    def path(self, spec: TrainedModelSpec, retrain: bool = False) -> Path:
+        """The trained model (from the cache, or trained now). ``retrain``: only its path, for removal."""
+        start = self.start()
+        config = self.config_for(spec)
+        key = self._key(spec)
         path = self.store.path("models", spec.name, key, spec.suffix)
+        if retrain:
+            return path
 
         def make(temporary: Path) -> None:
             model = self._initial(start, spec)
             if spec.architecture == PANOPTIC and spec.recipe == "uda":
                 source = self.data.source(spec.source, instances=True)
-                model, _ = train_panoptic_uda(model, source, self.data.target_train(), config)
+                model, log = train_panoptic_uda(model, source, self.data.target_train(), config)
             elif spec.architecture == PANOPTIC:
                 raise SegmergeError(f"{spec.name}: the benchmark trains panoptic models by UDA only")
             elif spec.recipe == "source-only":
-                model, _ = train_source_only(model, self.data.source(spec.source), config)
-            elif spec.recipe == "uda":
-                model, _ = train_uda(model, self.data.source(spec.source), self.data.target_train(), config)
+                model, log = train_source_only(model, self.data.source(spec.source), config)
+            elif spec.recipe in ("uda", MIC):
+                method = "mic" if spec.recipe == MIC else "dacs"
+                source = self.data.source(spec.source)
+                model, log = train_uda(model, source, self.data.target_train(), config, method=method)
             else:
-                model, _ = train_target_oracle(model, self.data.target_train(), config)
+                model, log = train_target_oracle(model, self.data.target_train(), config)
+            for step, state in log["snapshots"].items():
+                snapshot = self.store.path("models", f"{spec.name}-step{step}", key, spec.suffix)
+                self.store.produce(snapshot, lambda to, state=state: _save_state(model, state, to), count=False)
             save_model(model, temporary)
             self.trained.append(spec.name)
 
@@ -189,17 +239,57 @@ class ModelZoo:
         return SharedStart(start.encoder, decoders, start.num_classes, start.settings).model(spec.architecture)
 
 
+def snapshot_step(fraction: float, steps: int) -> int:
+    if not 0 < fraction <= 1:
+        raise SegmergeError(f"a snapshot is a fraction of a run in (0, 1], got {fraction!r}")
+    return max(1, round(fraction * steps))
+
+
+def _save_state(model, state: dict, path: Path) -> None:
+    """Save ``model``'s architecture with the weights ``state`` (a snapshot of its run)."""
+    import copy
+
+    snapshot = copy.deepcopy(model)
+    snapshot.load_state_dict(state)
+    save_model(snapshot, path)
+
+
+OTHER_SEED = 1000
+"""Added to a run's seed for the second model of the different-seeds claim (same source and method)."""
+
+HALF_WAY = 0.5
+"""Where along UDA A's run the along-one-run claim takes its earlier checkpoint."""
+
+SNAPSHOT_ROLES: dict[str, tuple[str, float]] = {"UDA A, half-way": ("UDA A", HALF_WAY)}
+"""Roles that are a checkpoint along another role's run: role -> (that role, fraction of its run)."""
+
+
 def regime_specs(regime: str, seed: int) -> dict[str, TrainedModelSpec]:
-    """The models of one regime and seed, by role."""
+    """The models of one regime and seed, by role (snapshot roles: :data:`SNAPSHOT_ROLES`)."""
     a, b = REGIMES[regime].sources
     return {
         "source-only A": TrainedModelSpec("segformer", "source-only", a, seed),
         "source-only B": TrainedModelSpec("segformer", "source-only", b, seed),
-        "UDA A": TrainedModelSpec("segformer", "uda", a, seed),
+        "UDA A": TrainedModelSpec("segformer", "uda", a, seed, snapshots=(HALF_WAY,)),
         "UDA B": TrainedModelSpec("segformer", "uda", b, seed),
+        "UDA A, another seed": TrainedModelSpec("segformer", "uda", a, seed + OTHER_SEED),
+        "MIC UDA A": TrainedModelSpec("segformer", MIC, a, seed),
         "DAFormer UDA B": TrainedModelSpec("daformer", "uda", b, seed),
         "panoptic UDA B": TrainedModelSpec(PANOPTIC, "uda", b, seed),
     }
+
+
+def regime_paths(zoo: ModelZoo, regime: str, seed: int, roles) -> dict[str, Path]:
+    """The trained models of ``roles`` (trained now where the cache has none), snapshots included."""
+    specs = regime_specs(regime, seed)
+    paths = {}
+    for role in roles:
+        if role in SNAPSHOT_ROLES:
+            of, fraction = SNAPSHOT_ROLES[role]
+            paths[role] = zoo.snapshot_path(specs[of], fraction)
+        else:
+            paths[role] = zoo.path(specs[role])
+    return paths
 
 
 def oracle_spec(seed: int) -> TrainedModelSpec:

@@ -11,7 +11,14 @@ from pathlib import Path
 from segmerge.checkpoints.atomic import atomic_file
 from segmerge.reports.tables import generated_by
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP
-from segmerge_bench.benchmark.figures import plot_anchor_weights, plot_sweep, sweep_figure_name
+from segmerge_bench.benchmark.figures import (
+    plot_anchor_weights,
+    plot_layer_distances,
+    plot_regime,
+    plot_sweep,
+    sweep_figure_name,
+)
+from segmerge_bench.benchmark.regime import preconditions, regime_table
 from segmerge_bench.benchmark.runner import BenchResult
 from segmerge_bench.benchmark.settings import TARGET
 from segmerge_bench.benchmark.summary import claims_object, grouped, markdown_tables
@@ -29,6 +36,10 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
     written = {"bench.json": write_text(out / "bench.json", json.dumps(result.to_dict(), indent=1) + "\n")}
     written["claims.json"] = write_text(out / "claims.json", json.dumps(claims_object(result.runs), indent=1) + "\n")
     figures = [plot_anchor_weights(result.runs, out / "anchor_weights.png")]
+    regime_figure = plot_regime(result.regimes, out / "regime.png") if result.regimes else None
+    distances = plot_layer_distances(result.runs, out / "layer_distances.png")
+    if distances is not None:
+        figures.append(distances)
     for (regime, claim), runs in grouped(result.runs).items():
         figure = plot_sweep(runs, out / sweep_figure_name(regime, claim))
         if figure is not None:
@@ -48,6 +59,9 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
         f" target's held-out test split ({result.settings['test_images']} images)."
         " Mean ± sample standard deviation over seeds.",
         "",
+        seeds_note(result.settings),
+        "",
+        *regime_section(result, regime_figure),
         markdown_tables(result.runs),
         "## Figures",
         "",
@@ -58,6 +72,43 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
         lines += ["Evaluation reports of the first seed's models: `evaluation/REGIME/CLAIM/results.md`.", ""]
     written["bench.md"] = write_text(out / "bench.md", "\n".join(lines))
     return written
+
+
+def seeds_note(settings: dict) -> str:
+    """Which seeds the numbers come from, and whether any was used to choose the defaults."""
+    seeds = list(settings["seeds"])
+    development = list(settings.get("development_seeds", []))
+    chosen_on = sorted(set(seeds) & set(development))
+    if chosen_on:
+        return (
+            f"Seeds {seeds}. **Seeds {chosen_on} were used to choose the method's defaults and the training "
+            "settings, so these numbers are not a held-out test of those choices.**"
+        )
+    return f"Seeds {seeds}: held out (the defaults and training settings were chosen on seeds {development})."
+
+
+def regime_section(result: BenchResult, figure: Path | None) -> list[str]:
+    """The regime first: the four preconditions and the models behind them."""
+    if not result.regimes:
+        return []
+    lines = [
+        "## The regime",
+        "",
+        "Measured before any merge (see `segmerge_bench.benchmark.regime`); means over the seeds measured.",
+        "",
+        "| regime | precondition | measured | required | holds |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {c.regime} | {c.name} | {c.measured} | {c.required} | {'yes' if c.passed else '**no**'} |"
+            for c in preconditions(result.regimes)
+        ],
+        "",
+        regime_table(result.regimes),
+        "",
+    ]
+    if figure is not None:
+        lines += [f"![regime]({figure.name})", ""]
+    return lines
 
 
 def evaluation_report(paths: dict, folder: Path, settings: dict) -> None:

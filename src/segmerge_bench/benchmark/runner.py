@@ -20,7 +20,15 @@ from segmerge_bench.benchmark.candidates import named_candidates, sweep_candidat
 from segmerge_bench.benchmark.claims import CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
 from segmerge_bench.benchmark.label_free import tune_claim
-from segmerge_bench.benchmark.models import DataCache, ModelZoo, oracle_spec, regime_specs, unshared_init_spec
+from segmerge_bench.benchmark.models import (
+    DataCache,
+    ModelZoo,
+    oracle_spec,
+    regime_paths,
+    regime_specs,
+    unshared_init_spec,
+)
+from segmerge_bench.benchmark.regime import ADAPTED, ORACLE, SOURCE_ONLY, RegimeMeasures, measure_regime
 from segmerge_bench.benchmark.scoring import score
 from segmerge_bench.benchmark.settings import BenchSettings
 from segmerge_bench.benchmark.store import ArtifactStore
@@ -36,12 +44,15 @@ class BenchResult:
     machine: dict = field(default_factory=dict)
     #: Paths of the checkpoints and merges of the first seed, for the evaluation report.
     first_seed_models: dict = field(default_factory=dict)
+    #: The regime per regime and seed, measured before the merges (:mod:`.regime`).
+    regimes: list[RegimeMeasures] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "settings": self.settings,
             "timings": self.timings,
             "machine": self.machine,
+            "regimes": [m.to_dict() for m in self.regimes],
             "runs": [r.to_dict() for r in self.runs],
         }
 
@@ -52,6 +63,7 @@ class BenchResult:
             [ClaimRun.from_dict(r) for r in data["runs"]],
             data.get("timings", {}),
             data.get("machine", {}),
+            regimes=[RegimeMeasures.from_dict(m) for m in data.get("regimes", [])],
         )
 
 
@@ -100,6 +112,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
         zoo.start()
 
     runs: list[ClaimRun] = []
+    regimes: list[RegimeMeasures] = []
     first_models: dict = {}
     for seed in settings.seeds:
         log(f"seed {seed}: training the target oracle")
@@ -109,13 +122,30 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
             oracle = score([oracle_path], test)
         for regime in settings.regimes:
             claims = [c for c in CLAIMS if c.name in settings.claims]
-            roles = {role for c in claims for role in c.roles} | (
-                {"UDA A"} if settings.unshared_init_control else set()
-            )
+            roles = {role for c in claims for role in c.roles} | {*SOURCE_ONLY, *ADAPTED}
             specs = {role: spec for role, spec in regime_specs(regime, seed).items() if role in roles}
-            log(f"seed {seed}, regime {regime}: training {len(specs)} models")
+            log(f"seed {seed}, regime {regime}: training {len(roles)} models")
             with stage("training"):
-                paths = {role: zoo.path(spec) for role, spec in specs.items()}
+                paths = regime_paths(zoo, regime, seed, sorted(roles))
+            check_convergence = seed in settings.seeds[: settings.convergence_seeds]
+            log(
+                f"seed {seed}, regime {regime}: measuring the regime"
+                + (" (with twice-as-long runs of the oracle and the adapted models)" if check_convergence else "")
+            )
+            with stage("regime"):
+                regimes.append(
+                    measure_regime(
+                        zoo,
+                        regime,
+                        seed,
+                        {**paths, ORACLE: oracle_path},
+                        {ORACLE: oracle_spec(seed), **specs} if check_convergence else {},
+                        claims,
+                        test,
+                        out / "merges" / f"seed{seed}" / regime / "regime",
+                        settings.barrier_points,
+                    )
+                )
             measured: dict = {}
             for claim in claims:
                 models = [paths[role] for role in claim.roles]
@@ -169,7 +199,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
     timings = {**stage.seconds, "total": time.perf_counter() - began}
     log(f"cache: {store.hits} artefacts reused, {store.misses} made")
     return BenchResult(
-        settings_dict(settings), runs, {k: round(v, 1) for k, v in timings.items()}, machine(), first_models
+        settings_dict(settings), runs, {k: round(v, 1) for k, v in timings.items()}, machine(), first_models, regimes
     )
 
 

@@ -87,15 +87,25 @@ class BenchSettings:
     pretrain_from_scratch: bool = True
     #: Train one extra UDA model from another decoder init (first seed only) to show the shared-init precondition.
     unshared_init_control: bool = True
+    #: Check convergence (twice-as-long runs of the oracle and the adapted models) on this many seeds, the first.
+    convergence_seeds: int = 1
+    #: Where on the line between two merged models the loss-barrier curve is measured.
+    barrier_points: tuple[float, ...] = tuple(i / 10 for i in range(11))
     #: Images per model in the evaluation report's qualitative grid.
     qualitative: int = 4
     #: The claims to run (names in :data:`segmerge_bench.benchmark.claims.CLAIMS`); only their models are trained.
     claims: tuple[str, ...] = (
         "same-architecture",
         "same-architecture-source-only",
+        "different-seeds",
+        "different-uda-methods",
+        "along-one-run",
         "different-architecture",
         "semantic-to-panoptic",
     )
+    #: Seeds the method's defaults and the training settings were chosen on: the report says when
+    #: a run's seeds include any (its numbers then are not a held-out test of those choices).
+    development_seeds: tuple[int, ...] = (0, 1, 2)
     #: Label-free choice and learning of the merge (``segmerge tune``) per claim run; None skips it.
     tune: TuneSettings | None = TuneSettings()
     #: Test images the per-claim evaluation reports (per-class bars, confusion, grid) are computed on.
@@ -138,4 +148,5 @@ QUICK = BenchSettings(
     evaluation_reports=False,
     tune=TuneSettings(images=8, learn_steps=3, ramp_starts=(0.5,), end_weights=(1.0,), soup_anchor_weights=()),
     claims=("same-architecture", "different-architecture", "semantic-to-panoptic"),
+    barrier_points=(0.0, 0.5, 1.0),
 )

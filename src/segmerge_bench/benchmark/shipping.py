@@ -76,8 +76,40 @@ def export(bench_out: Path, dest: Path, settings: BenchSettings = FULL) -> Path:
     manifest["oracle"] = "oracle" + oracle_spec(seed).suffix
     _copy(zoo.path(oracle_spec(seed)), dest / manifest["oracle"])
     zoo.start().save(dest / SHIPPED_START)
+    manifest["full_run"] = full_run_numbers(Path(bench_out))
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return dest
+
+
+def full_run_numbers(bench_out: Path) -> dict:
+    """What the shipped models' run measured over all its seeds (``report/bench.json``): per claim and
+    regime the mean and spread behind the headline numbers, and the regime's preconditions - so the
+    demo can show the run behind a single seed's models. Empty if the run wrote no report."""
+    from segmerge_bench.benchmark.regime import preconditions
+
+    path = bench_out / "report" / "bench.json"
+    if not path.is_file():
+        return {}
+    result = BenchResult.from_dict(json.loads(path.read_text()))
+    claims = claims_object(result.runs)
+    return {
+        "seeds": result.settings.get("seeds"),
+        "claims": {
+            claim["name"]: {
+                regime: {
+                    "mean": {k: numbers[k] for k in ("best_single", "uniform_soup", "layerwise", "ensemble", "gain")},
+                    "sd": numbers.get("spread", {}),
+                    "gains_per_seed": numbers.get("gains_per_seed", []),
+                }
+                for regime, numbers in claim["by_regime"].items()
+            }
+            for claim in claims["claims"]
+        },
+        "preconditions": [
+            {"regime": c.regime, "name": c.name, "measured": c.measured, "holds": c.passed}
+            for c in preconditions(result.regimes)
+        ],
+    }
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -104,11 +136,18 @@ DEMO_TUNING = TuneSettings(images=16, learn_steps=20)
 
 
 def demo_runs(
-    workdir: Path, test_images: int | None = None, log=print, folder: Path | None = None, tune: bool = True
+    workdir: Path,
+    test_images: int | None = None,
+    log=print,
+    folder: Path | None = None,
+    tune: bool = True,
+    singles: dict | None = None,
 ) -> list[ClaimRun]:
     """Merge the shipped models (soup and the default layer-wise merge) and score everything on
     freshly rendered target test images - the same images as the run that trained them.
-    ``folder``: another folder written by :func:`export` instead of the package's."""
+    ``folder``: another folder written by :func:`export` instead of the package's. ``singles``
+    (a dict, filled in): per regime, the mIoU of the oracle and of every shipped model alone."""
+    singles = {} if singles is None else singles
     from segmerge_bench.synthetic import SyntheticDataset
 
     manifest = shipped_manifest(folder)
@@ -128,7 +167,8 @@ def demo_runs(
     runs = []
     for regime, files in manifest["regimes"].items():
         paths = {role: shipped(name) for role, name in files.items()}
-        measured: dict = {}
+        measured: dict = {(paths[role], "mIoU"): {"mIoU": score([paths[role]], test)} for role in paths}
+        singles[regime] = {"oracle": oracle, **{role: measured[paths[role], "mIoU"]["mIoU"] for role in paths}}
         for claim in CLAIMS:
             if claim.name not in HEADLINE_CLAIMS or any(role not in paths for role in claim.roles):
                 continue
@@ -166,13 +206,18 @@ def run_demo(
     out: Path | None = None, test_images: int | None = None, log: Callable[[str], None] = print, tune: bool = True
 ) -> dict:
     """``segmerge demo``: merge and score the shipped checkpoints (:func:`demo_runs`) and return the
-    claims object. With ``out``, the merges stay in ``out/merges`` and the report is written to
-    ``out/report``; without, the merges go to a temporary folder, removed on return."""
+    claims object, with ``models`` (per regime, the oracle's and every shipped model's mIoU alone)
+    and ``full_run`` (the spread over seeds and the preconditions of the run that trained them).
+    With ``out``, the merges stay in ``out/merges`` and the report is written to ``out/report``;
+    without, the merges go to a temporary folder, removed on return."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="segmerge-demo-") as scratch:
         workdir = Path(out) / "merges" if out is not None else Path(scratch)
-        runs = demo_runs(workdir, test_images, log, tune=tune)
+        singles: dict = {}
+        runs = demo_runs(workdir, test_images, log, tune=tune, singles=singles)
         claims = claims_object(runs)
+        claims["models"] = singles
+        claims["full_run"] = shipped_manifest().get("full_run", {})
         if out is not None:
             manifest = shipped_manifest()
             result = BenchResult(

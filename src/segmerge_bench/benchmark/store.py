@@ -47,12 +47,13 @@ class ArtifactStore:
     def path(self, kind: str, name: str, key: str, suffix: str = "") -> Path:
         return self.root / kind / f"{name}-{key}{suffix}"
 
-    def produce(self, path: Path, make: Callable[[Path], object]) -> Path:
-        """``path`` if it exists, else ``make(temporary)`` renamed to ``path``."""
+    def produce(self, path: Path, make: Callable[[Path], object], count: bool = True) -> Path:
+        """``path`` if it exists, else ``make(temporary)`` renamed to ``path``. ``count``: in the
+        hit and miss counts (not for the by-products of another artefact, such as snapshots)."""
         if path.exists():
-            self.hits += 1
+            self.hits += count
             return path
-        self.misses += 1
+        self.misses += count
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
         remove_path(temporary)

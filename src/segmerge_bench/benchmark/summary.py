@@ -157,6 +157,16 @@ def claim_numbers(runs: Sequence[ClaimRun]) -> dict:
         **label_free_numbers(runs),
         "seeds": sorted({r.seed for r in runs}),
     }
+    if len(runs) > 1:
+        per_seed = {
+            "best_single": [r.best_single for r in runs],
+            "uniform_soup": [r.merge(SOUP).score for r in runs],
+            "layerwise": [r.merge(DEFAULT).score for r in runs],
+            "ensemble": [r.ensemble for r in runs],
+            "gain": [r.merge(DEFAULT).score - r.best_single for r in runs],
+        }
+        numbers["spread"] = {key: round(Stat(values).std, 2) for key, values in per_seed.items()}
+        numbers["gains_per_seed"] = [round(g, 2) for g in per_seed["gain"]]
     if metric in DETAILS:
         numbers["details"] = {
             row.label.strip("*"): {k: round(v.mean, 2) for k, v in row.details.items() if v.values}

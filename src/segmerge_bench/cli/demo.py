@@ -101,3 +101,26 @@ def print_claims(claims: dict) -> None:
         stdout.print("  ".join(cells), markup=False)
         if k == 0:
             stdout.print("  ".join("-" * w for w in widths), markup=False)
+    print_regime(claims)
+
+
+def print_regime(claims: dict) -> None:
+    """The models behind the claims: each shipped model alone, and what the full run behind them
+    measured over its seeds (the spread of the gain, the regime's preconditions)."""
+    for regime, models in claims.get("models", {}).items():
+        alone = ", ".join(f"{role} {value:.1f}" for role, value in models.items())
+        stdout.print(f"{regime}: mIoU alone - {alone}", markup=False)
+    full = claims.get("full_run") or {}
+    for claim, regimes in full.get("claims", {}).items():
+        for regime, numbers in regimes.items():
+            gains = numbers.get("gains_per_seed") or []
+            if gains:
+                stdout.print(
+                    f"full run, {claim} ({regime}): gain per seed "
+                    + ", ".join(f"{g:+.1f}" for g in gains)
+                    + f" (seeds {full.get('seeds')})",
+                    markup=False,
+                )
+    for check in full.get("preconditions", []):
+        verdict = "holds" if check["holds"] else "does NOT hold"
+        stdout.print(f"regime {check['regime']}: {check['name']} {verdict} ({check['measured']})", markup=False)

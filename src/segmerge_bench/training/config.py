@@ -31,10 +31,15 @@ class TrainConfig:
     flip: bool = True
     ema_alpha: float = 0.99
     pseudo_label_threshold: float = 0.968
+    #: Colour jitter and blur on self-training's mixed images, as DACS and DAFormer do.
+    strong_augment: bool = True
     threads: int = 2
     deterministic: bool = True
     progress: bool = True
     description: str = ""
+    #: Steps (counted from 1) after which a copy of the model's state is kept in the log's
+    #: ``snapshots``: checkpoints along one run, for learning curves and merges along a run.
+    snapshots: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "threads"):
@@ -47,6 +52,8 @@ class TrainConfig:
             raise SegmergeError(
                 f"TrainConfig.schedule {self.schedule!r} is unknown; choose one of {', '.join(SCHEDULES)}"
             )
+        if any(isinstance(s, bool) or not isinstance(s, int) or not 0 < s <= self.steps for s in self.snapshots):
+            raise SegmergeError(f"TrainConfig.snapshots must be steps in 1..{self.steps}, got {self.snapshots!r}")
         if not self.lr > 0 or not self.decoder_lr_mult > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise SegmergeError("TrainConfig: lr and decoder_lr_mult must be > 0, weight_decay and warmup_steps >= 0")
         if not 0.0 <= self.ema_alpha < 1.0:

@@ -8,6 +8,7 @@ training inside a test or a benchmark leaves the process as it found it.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,14 +54,16 @@ def optimise(
     """Run ``config.steps`` AdamW steps on ``step_loss(step)``; returns the run's log.
 
     The log: ``steps``, ``seconds``, ``steps_per_second``, ``first_loss``, ``final_loss``
-    (mean of the last 10% of steps, at least 1), ``losses`` (every step) and the means of
-    whatever statistics the recipe reports.
+    (mean of the last 10% of steps, at least 1), ``losses`` (every step), the means of
+    whatever statistics the recipe reports, and ``snapshots`` ({step: state dict} for the
+    steps in ``config.snapshots``).
     """
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
     model.train()
     losses: list[float] = []
     totals: dict[str, float] = {}
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
     start = time.perf_counter()
     bar = tqdm(range(config.steps), desc=config.description or "train", disable=not config.progress, leave=False)
     for step in bar:
@@ -74,6 +77,8 @@ def optimise(
         losses.append(float(loss.detach()))
         for key, value in stats.items():
             totals[key] = totals.get(key, 0.0) + float(value)
+        if step + 1 in config.snapshots:
+            snapshots[step + 1] = copy.deepcopy(model.state_dict())
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", **{k: f"{v:.3f}" for k, v in stats.items()})
     seconds = time.perf_counter() - start
@@ -87,4 +92,5 @@ def optimise(
         "final_loss": sum(losses[-tail:]) / tail,
         "losses": losses,
         **{f"mean_{key}": value / config.steps for key, value in totals.items()},
+        "snapshots": snapshots,
     }

@@ -24,6 +24,7 @@ from torch import nn
 
 from segmerge.errors import SegmergeError
 from segmerge.labels import THING_TRAIN_IDS
+from segmerge_bench.training.augment import strong_augment
 from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData, batches
@@ -89,6 +90,7 @@ def train_panoptic_uda(
     things = torch.tensor(sorted(thing_ids))
     with reproducible(config):
         source_stream, target_stream, mixing = self_training_streams(source, target, config)
+        augmenting = seeded_generator(config.seed, 4)
 
         def step_loss(step: int):
             src, tgt = next(source_stream), next(target_stream)
@@ -96,7 +98,7 @@ def train_panoptic_uda(
             mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
             source_targets = instance_targets(src.instances, src.labels, weights.sigma)
             source_loss, _ = panoptic_loss(student(src.pixels), src.labels, source_targets, weights)
-            output = student(mixed.pixels)
+            output = student(strong_augment(mixed.pixels, augmenting) if config.strong_augment else mixed.pixels)
             mixed_loss = segmentation_loss(output.semantic, mixed.labels, mixed.weight)
             if pseudo_instances:
                 with torch.no_grad():

@@ -69,7 +69,7 @@ class SharedStart:
                 "decoders": self.decoders,
                 "num_classes": self.num_classes,
                 "settings": self.settings,
-                "log": {k: v for k, v in self.log.items() if k != "losses"},
+                "log": {k: v for k, v in self.log.items() if k not in ("losses", "snapshots")},
             },
             path,
         )

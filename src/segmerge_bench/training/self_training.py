@@ -1,9 +1,12 @@
-"""Unsupervised domain adaptation by self-training, as DACS and DAFormer do it.
+"""Unsupervised domain adaptation by self-training, as DACS and DAFormer do it, and MIC on top.
 
 Each step: the EMA teacher pseudo-labels a batch of unlabelled target images; ClassMix
-pastes half of the classes of a labelled source batch onto them; the student minimises
+pastes half of the classes of a labelled source batch onto them; the mixed images are
+colour-jittered and blurred (``strong_augment``, DAFormer's default); the student minimises
 the source cross-entropy plus the confidence-weighted cross-entropy on the mixed images.
-Target labels are never read: the target data is stripped of them on entry.
+With ``method="mic"`` it also predicts the pseudo-labels on the target images with most of
+each image hidden (:mod:`~segmerge_bench.training.masking`). Target labels are never read:
+the target data is stripped of them on entry.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import copy
 from torch import nn
 
 from segmerge.errors import SegmergeError
+from segmerge_bench.training.augment import strong_augment
 from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData, batches
 from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
+from segmerge_bench.training.masking import masked
 from segmerge_bench.training.teacher import EMATeacher
 from segmerge_bench.zoo.models import segment
 
@@ -32,14 +37,21 @@ def self_training_streams(source: TrainingData, target: TrainingData, config: Tr
     )
 
 
+UDA_METHODS = ("dacs", "mic")
+
+
 def train_uda(
-    start: nn.Module, source: TrainingData, target: TrainingData, config: TrainConfig
+    start: nn.Module, source: TrainingData, target: TrainingData, config: TrainConfig, method: str = "dacs"
 ) -> tuple[nn.Module, dict]:
-    """Adapt a copy of ``start`` from labelled ``source`` to unlabelled ``target`` images.
+    """Adapt a copy of ``start`` from labelled ``source`` to unlabelled ``target`` images, by
+    self-training with ClassMix (``method="dacs"``) or with masked image consistency on top
+    (``"mic"``).
 
     The log adds ``mean_pseudo_weight`` (the teacher's average confidence share) and the
-    mean source and mixed losses to the common training log.
+    mean source, mixed (and masked) losses to the common training log.
     """
+    if method not in UDA_METHODS:
+        raise SegmergeError(f"unknown UDA method {method!r}; choose one of {', '.join(UDA_METHODS)}")
     if source.labels is None:
         raise SegmergeError(f"{source.name or 'source data'}: self-training needs a labelled source")
     target = target.unlabelled()
@@ -48,19 +60,27 @@ def train_uda(
     teacher = EMATeacher(student, config.ema_alpha)
     with reproducible(config):
         source_stream, target_stream, mixing = self_training_streams(source, target, config)
+        masking, augmenting = seeded_generator(config.seed, 3), seeded_generator(config.seed, 4)
 
         def step_loss(step: int):
             src, tgt = next(source_stream), next(target_stream)
             pseudo = teacher.pseudo_labels(tgt.pixels, config.pseudo_label_threshold)
             mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
+            mixed_pixels = strong_augment(mixed.pixels, augmenting) if config.strong_augment else mixed.pixels
             source_loss = segmentation_loss(segment(student, src.pixels), src.labels)
-            mixed_loss = segmentation_loss(segment(student, mixed.pixels), mixed.labels, mixed.weight)
+            mixed_loss = segmentation_loss(segment(student, mixed_pixels), mixed.labels, mixed.weight)
             stats = {
                 "pseudo_weight": pseudo.weight,
                 "source_loss": float(source_loss.detach()),
                 "mixed_loss": float(mixed_loss.detach()),
             }
-            return source_loss + mixed_loss, stats
+            loss = source_loss + mixed_loss
+            if method == "mic":
+                hidden = masked(tgt.pixels, masking)
+                masked_loss = segmentation_loss(segment(student, hidden), pseudo.labels) * pseudo.weight
+                stats["masked_loss"] = float(masked_loss.detach())
+                loss = loss + masked_loss
+            return loss, stats
 
         log = optimise(student, config, step_loss, before_step=lambda step: teacher.update(student, step))
     return student, log

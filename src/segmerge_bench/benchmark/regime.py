@@ -1,0 +1,297 @@
+"""The regime the merges are measured in, measured first: is it like the paper's?
+
+A merge result means something only where the models are like the field's: trained to
+convergence, with a domain gap of the field's size, adapted by a UDA method that works,
+and fine-tuned from one start closely enough that their weights still average. Each run
+measures these four properties per regime and seed, before any merge is scored, and the
+report puts them first (:func:`preconditions` says which hold, on the mean over seeds):
+
+* **converged**: a run of twice the steps adds less than :data:`CONVERGED_GAIN` mIoU to the
+  oracle and to each adapted model;
+* **a realistic gap**: the better source-only model scores a share of the oracle in
+  :data:`GAP_RANGE` (GTA5 -> Cityscapes with MiT-B5: about 0.6);
+* **UDA adapts**: each adapted model closes at least :data:`MIN_CLOSURE` of the way from its
+  source-only model to the oracle (DAFormer closes about 0.7), with the share of target
+  pixels its confident predictions cover and their accuracy beside it;
+* **one basin**: along the straight line between two merged models (or, for different
+  heads, between their encoders under each head), target mIoU never falls below the
+  weaker endpoint - no loss barrier.
+
+All scores are mIoU on the target test split; target labels are read only here, to
+measure, never by training.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from segmerge_bench.benchmark.claims import Claim
+from segmerge_bench.benchmark.scoring import score
+from segmerge_bench.benchmark.store import remove_path
+from segmerge_bench.training import TrainingData
+
+CONVERGED_GAIN = 1.0
+GAP_RANGE = (0.5, 0.7)
+MIN_CLOSURE = 0.4
+BARRIER_POINTS = tuple(i / 10 for i in range(11))
+ORACLE = "oracle"
+ADAPTED = ("UDA A", "UDA B")
+SOURCE_ONLY = ("source-only A", "source-only B")
+
+
+@dataclass
+class RegimeMeasures:
+    """One regime and seed. ``singles``: mIoU per role (the oracle under :data:`ORACLE`);
+    ``longer``: mIoU after twice the steps, per role checked; ``curves``: per role, (step,
+    mIoU) along its twice-as-long run; ``pseudo``: per adapted role, ``coverage`` (share of
+    labelled target training pixels predicted above the pseudo-label threshold) and
+    ``accuracy`` (of those); ``barriers``: per merged pair, per head, mIoU at
+    ``barrier_points`` (a = 0: the first model, 1: the second)."""
+
+    regime: str
+    seed: int
+    singles: dict[str, float]
+    longer: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    pseudo: dict[str, dict[str, float]] = field(default_factory=dict)
+    barriers: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    barrier_points: tuple[float, ...] = BARRIER_POINTS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RegimeMeasures:
+        curves = {role: [tuple(point) for point in points] for role, points in data.get("curves", {}).items()}
+        points = tuple(data.get("barrier_points", BARRIER_POINTS))
+        return cls(**{**data, "curves": curves, "barrier_points": points})
+
+
+@dataclass(frozen=True)
+class Check:
+    """One precondition on one regime: what was measured against what is required."""
+
+    regime: str
+    name: str
+    measured: str
+    required: str
+    passed: bool
+
+
+def closure(adapted: float, source_only: float, oracle: float) -> float:
+    """The share of the gap from the source-only model to the oracle that adaptation closed."""
+    gap = oracle - source_only
+    return (adapted - source_only) / gap if gap > 0 else math.nan
+
+
+def barrier_drop(curve: Sequence[float]) -> float:
+    """How far the curve falls below its weaker endpoint (0 when it never does)."""
+    return max(0.0, min(curve[0], curve[-1]) - min(curve))
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.fmean(values) if values else math.nan
+
+
+def preconditions(measures: Sequence[RegimeMeasures]) -> list[Check]:
+    """The four preconditions per regime, on the means over the seeds measured."""
+    checks: list[Check] = []
+    for regime in dict.fromkeys(m.regime for m in measures):
+        runs = [m for m in measures if m.regime == regime]
+
+        def mean(role: str, runs=runs) -> float:
+            return _mean([m.singles.get(role, math.nan) for m in runs])
+
+        longer = {
+            role: _mean([m.longer[role] - m.singles[role] for m in runs if role in m.longer])
+            for role in (ORACLE, *ADAPTED)
+        }
+        gains = {role: gain for role, gain in longer.items() if not math.isnan(gain)}
+        if gains:
+            checks.append(
+                Check(
+                    regime,
+                    "converged",
+                    ", ".join(f"{role} {gain:+.1f}" for role, gain in gains.items()) + " mIoU at twice the steps",
+                    f"each < +{CONVERGED_GAIN:g}",
+                    len(gains) == len(longer) and all(g < CONVERGED_GAIN for g in gains.values()),
+                )
+            )
+        oracle = mean(ORACLE)
+        best = max(mean(role) for role in SOURCE_ONLY)
+        share = best / oracle if oracle > 0 else math.nan
+        checks.append(
+            Check(
+                regime,
+                "realistic gap",
+                f"best source-only {best:.1f} = {share:.2f} of the oracle ({oracle:.1f})",
+                f"{GAP_RANGE[0]:g}-{GAP_RANGE[1]:g} of the oracle",
+                GAP_RANGE[0] <= share <= GAP_RANGE[1],
+            )
+        )
+        closed = {a: closure(mean(a), mean(s), oracle) for a, s in zip(ADAPTED, SOURCE_ONLY, strict=True)}
+        pseudo = {
+            role: (
+                _mean([m.pseudo[role]["coverage"] for m in runs if role in m.pseudo]),
+                _mean([m.pseudo[role]["accuracy"] for m in runs if role in m.pseudo]),
+            )
+            for role in ADAPTED
+        }
+        checks.append(
+            Check(
+                regime,
+                "UDA adapts",
+                "; ".join(
+                    f"{role} closes {closed[role]:.0%} (confident pixels {pseudo[role][0]:.0%}, "
+                    f"{pseudo[role][1]:.0%} right)"
+                    for role in ADAPTED
+                ),
+                f"each >= {MIN_CLOSURE:.0%} of its source-only-to-oracle gap",
+                all(c >= MIN_CLOSURE for c in closed.values()),
+            )
+        )
+        pairs = dict.fromkeys(pair for m in runs for pair in m.barriers)
+        for pair in pairs:
+            heads = dict.fromkeys(head for m in runs for head in m.barriers.get(pair, {}))
+            drops = {}
+            for head in heads:
+                curves = [m.barriers[pair][head] for m in runs if head in m.barriers.get(pair, {})]
+                drops[head] = barrier_drop([_mean(points) for points in zip(*curves, strict=True)])
+            checks.append(
+                Check(
+                    regime,
+                    f"one basin: {pair}",
+                    "; ".join(f"{head}: drop {drop:.1f}" for head, drop in drops.items()),
+                    "no drop below the weaker endpoint",
+                    all(drop <= 0 for drop in drops.values()),
+                )
+            )
+    return checks
+
+
+def regime_table(measures: Sequence[RegimeMeasures]) -> str:
+    """Markdown: per regime, each model's target mIoU (mean ± sd over seeds) alone and, where
+    measured, after twice the steps."""
+    roles = (ORACLE, *SOURCE_ONLY, *ADAPTED)
+    lines = ["| regime | " + " | ".join(roles) + " |", "|---|" + "---:|" * len(roles)]
+    for regime in dict.fromkeys(m.regime for m in measures):
+        runs = [m for m in measures if m.regime == regime]
+        cells = []
+        for role in roles:
+            values = [m.singles[role] for m in runs if role in m.singles]
+            cell = f"{_mean(values):.1f}" + (f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else "")
+            longer = [m.longer[role] for m in runs if role in m.longer]
+            if longer:
+                cell += f" (x2: {_mean(longer):.1f})"
+            cells.append(cell)
+        lines.append(f"| {regime} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def barrier_curves(
+    claim: Claim, models: Sequence[Path], test: TrainingData, workdir: Path, points: Sequence[float] = BARRIER_POINTS
+) -> dict[str, list[float]]:
+    """Target mIoU along ``(1-a) theta_1 + a theta_2``, through :func:`segmerge.api.merge_to_file`'s
+    weighted average (``method="linear"``) of the claim's two files. With one head each, it is
+    the anchor's: one curve per model that can carry the blend (both, when the heads differ)."""
+    from segmerge import api
+    from segmerge.merging.execute import single_threaded
+
+    names = claim.roles
+    curves: dict[str, list[float]] = {}
+    workdir.mkdir(parents=True, exist_ok=True)
+    for anchor in claim.anchors:
+        curve = []
+        for a in points:
+            output = workdir / f"line-anchor{anchor}-a{round(a * 100):03d}{models[anchor].suffix}"
+            rename = claim.rename_for(anchor)
+            with single_threaded():
+                api.merge_to_file(
+                    [str(m) for m in models],
+                    output=output,
+                    overwrite=True,
+                    method="linear",
+                    weights=[1 - a, a],
+                    anchor=anchor,
+                    allow_few=True,
+                    **({"rename": rename} if rename else {}),
+                )
+            curve.append(score([output], test))
+            remove_path(output)
+        curves[f"head of {names[anchor]}"] = curve
+        if not claim.renames:  # one architecture: both anchors give the same network
+            break
+    return curves
+
+
+CURVE_FRACTIONS = (0.25, 0.5, 0.75)
+"""Where along a twice-as-long run the learning curve is sampled (besides its end)."""
+
+
+def measure_regime(
+    zoo,
+    regime: str,
+    seed: int,
+    paths: dict[str, Path],
+    longer_specs: dict,
+    claims: Sequence[Claim],
+    test: TrainingData,
+    workdir: Path,
+    points: Sequence[float] = BARRIER_POINTS,
+) -> RegimeMeasures:
+    """Measure one regime and seed. ``paths``: the trained models by role (the oracle under
+    :data:`ORACLE`); ``longer_specs``: the specs, by role, of the models whose convergence is
+    checked (their twice-as-long runs are trained here; empty: not checked for this seed)."""
+    from dataclasses import replace
+
+    singles = {role: score([paths[role]], test) for role in (ORACLE, *SOURCE_ONLY, *ADAPTED)}
+    threshold = zoo.settings.uda.pseudo_label_threshold
+    target = zoo.data.target_train()  # labelled: measured here, never trained on by UDA
+    pseudo = {role: pseudo_label_quality(paths[role], target, threshold) for role in ADAPTED}
+    longer: dict[str, float] = {}
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for role in (ORACLE, *ADAPTED):
+        if role not in longer_specs:
+            continue
+        spec = replace(longer_specs[role], length=2, snapshots=CURVE_FRACTIONS)
+        steps = zoo.config_for(spec).steps
+        longer[role] = score([zoo.path(spec)], test)
+        curves[role] = [(round(f * steps), score([zoo.snapshot_path(spec, f)], test)) for f in CURVE_FRACTIONS] + [
+            (steps, longer[role])
+        ]
+    barriers = {
+        " + ".join(claim.roles): barrier_curves(
+            claim, [paths[r] for r in claim.roles], test, workdir / claim.name, points
+        )
+        for claim in claims
+    }
+    return RegimeMeasures(regime, seed, singles, longer, curves, pseudo, barriers, tuple(points))
+
+
+@torch.no_grad()
+def pseudo_label_quality(path: Path, data: TrainingData, threshold: float) -> dict[str, float]:
+    """``coverage``: share of labelled pixels of ``data`` the model predicts above ``threshold``;
+    ``accuracy``: share of those predicted right (what its pseudo-labels would be worth)."""
+    from segmerge.evaluation.prediction import predict
+    from segmerge.segmenters import load_segmenter
+    from segmerge_bench.benchmark.scoring import CONFIG, quiet_transformers
+
+    quiet_transformers()
+    segmenter = load_segmenter(str(path))
+    covered = right = labelled = 0
+    for batch in predict([segmenter], data.images, CONFIG):
+        confidence, predicted = batch.probabilities[0].max(1)
+        labels = data.labels[batch.indices].long()
+        valid = labels != 255
+        confident = (confidence > threshold) & valid
+        covered += int(confident.sum())
+        right += int(((predicted == labels) & confident).sum())
+        labelled += int(valid.sum())
+    return {"coverage": covered / max(labelled, 1), "accuracy": right / max(covered, 1)}

@@ -1,0 +1,105 @@
+"""The regime's preconditions: the arithmetic behind each verdict, on hand-built measurements."""
+
+import json
+import math
+
+import pytest
+
+from segmerge_bench.benchmark.regime import (
+    RegimeMeasures,
+    barrier_drop,
+    closure,
+    preconditions,
+    regime_table,
+)
+
+
+def _measures(seed, oracle=60.0, so=(33.0, 36.0), uda=(48.0, 50.0), longer=None, barrier=None):
+    singles = {
+        "oracle": oracle,
+        "source-only A": so[0],
+        "source-only B": so[1],
+        "UDA A": uda[0],
+        "UDA B": uda[1],
+    }
+    return RegimeMeasures(
+        "appearance",
+        seed,
+        singles,
+        longer=longer or {},
+        pseudo={role: {"coverage": 0.6, "accuracy": 0.9} for role in ("UDA A", "UDA B")},
+        barriers={"UDA A + UDA B": {"head of UDA A": barrier or [48, 49, 50, 51, 50, 50, 50, 50, 50, 50, 50]}},
+    )
+
+
+def _verdicts(measures):
+    return {c.name: c.passed for c in preconditions(measures)}
+
+
+def test_closure_and_barrier_drop():
+    assert closure(50, 30, 60) == pytest.approx(2 / 3)
+    assert math.isnan(closure(50, 60, 60))  # no gap to close
+    assert barrier_drop([40, 45, 50]) == 0
+    assert barrier_drop([40, 30, 50]) == 10  # below the weaker endpoint
+    assert barrier_drop([40, 42, 39.5, 50]) == 0.5
+
+
+def test_a_regime_like_the_fields_passes_every_precondition():
+    measures = [_measures(0, longer={"oracle": 60.5, "UDA A": 48.2, "UDA B": 50.9}), _measures(1)]
+    assert _verdicts(measures) == {
+        "converged": True,
+        "realistic gap": True,
+        "UDA adapts": True,
+        "one basin: UDA A + UDA B": True,
+    }
+
+
+def test_each_precondition_fails_on_its_own_symptom():
+    undertrained = _measures(0, longer={"oracle": 63.0, "UDA A": 48.0, "UDA B": 50.0})
+    assert not _verdicts([undertrained])["converged"]
+    wide_gap = _measures(0, so=(20.0, 24.0), uda=(40.0, 45.0))  # 0.4 of the oracle
+    assert not _verdicts([wide_gap])["realistic gap"]
+    weak_uda = _measures(0, uda=(38.0, 50.0))  # A closes 5/27 of its gap
+    assert not _verdicts([weak_uda])["UDA adapts"]
+    barrier = _measures(0, barrier=[48, 40, 30, 35, 50, 50, 50, 50, 50, 50, 50])
+    assert not _verdicts([barrier])["one basin: UDA A + UDA B"]
+
+
+def test_preconditions_hold_on_the_mean_over_seeds_and_round_trip():
+    # one seed's gap is too wide, the other's fine: the mean (0.6) decides
+    measures = [_measures(0, so=(26.0, 28.0)), _measures(1, so=(40.0, 44.0))]
+    assert _verdicts(measures)["realistic gap"]
+    again = [RegimeMeasures.from_dict(json.loads(json.dumps(m.to_dict()))) for m in measures]
+    assert again == measures
+    table = regime_table(measures)
+    assert "appearance" in table and "36.0 ± 11.3" in table  # source-only B: 28 and 44
+
+
+def test_the_zoo_saves_checkpoints_along_a_run_and_reuses_them(tmp_path):
+    from dataclasses import replace
+
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, TrainedModelSpec
+    from segmerge_bench.benchmark.settings import QUICK
+    from segmerge_bench.benchmark.store import ArtifactStore
+    from segmerge_bench.training import TrainConfig
+
+    settings = replace(
+        QUICK,
+        source_images=8,
+        target_images=8,
+        source_only=TrainConfig(steps=4, batch_size=2, warmup_steps=1, threads=1, progress=False),
+    )
+    store = ArtifactStore(tmp_path)
+    zoo = ModelZoo(settings, store, DataCache(settings, store, progress=False), progress=False)
+    spec = TrainedModelSpec("segformer", "source-only", "appearance-a", 0, snapshots=(0.5,))
+    final = zoo.path(spec)
+    half = zoo.snapshot_path(spec, 0.5)
+    assert half != final and half.name.startswith("segformer-source-only-appearance-a-seed0-step2")
+    assert zoo.trained == [spec.name]  # one run gave both
+    assert zoo.snapshot_path(spec, 0.5) == half and zoo.trained == [spec.name]
+    longer = replace(spec, length=2)
+    assert zoo.config_for(longer).steps == 8 and longer.name.endswith("-x2-seed0")
+    assert zoo.path(longer) != final
+    # a snapshot the run did not save: the run is redone once, saving it
+    quarter = zoo.snapshot_path(spec, 0.25)
+    assert quarter.exists() and zoo.trained.count(spec.name) == 2
