@@ -9,13 +9,14 @@ tensor per model, not M models.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import mmap as mmap_module
 import pickle
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,17 @@ class PthSource:
         if self._mapped:
             release_pages(tensor, FAULT_AROUND, self._bounds)
         return copy
+
+    @contextlib.contextmanager
+    def borrow(self, key: str) -> Iterator[torch.Tensor]:
+        """The tensor itself, read in place (no copy), for reading only and only inside the
+        ``with``; its pages are handed back to the kernel on leaving it, as :meth:`get` does."""
+        tensor = self.content.tensors[key]
+        try:
+            yield tensor
+        finally:
+            if self._mapped:
+                release_pages(tensor, FAULT_AROUND, self._bounds)
 
     def peek(self, key: str, count: int) -> torch.Tensor:
         """The first ``count`` values of a tensor (flattened), read without copying the rest."""

@@ -91,12 +91,20 @@ def streamed_weighted_sum(
     accumulate = torch.float64 if torch.float64 in dtypes else torch.float32
     out = None
     for (i, k), weight in zip(key_plan.sources, key_plan.weights, strict=True):
-        tensor = _finite(sources[i], k)
-        if out is None:
-            out = torch.zeros(tensor.shape, dtype=accumulate)
-        out.add_(tensor.to(accumulate), alpha=weight)
-        del tensor
+        with borrowed(sources[i], k) as tensor:
+            _check_finite(tensor, sources[i], k)
+            if out is None:
+                out = torch.zeros(tensor.shape, dtype=accumulate)
+            out.add_(tensor.to(accumulate), alpha=weight)
+            del tensor
     return out.to(dtypes[0])
+
+
+def borrowed(source: TensorSource, key: str) -> contextlib.AbstractContextManager[torch.Tensor]:
+    """A tensor to read inside a ``with`` and not keep: a source with a ``borrow(key)`` method
+    (memory-mapped ``.pth``) lends its own data without the copy that ``get`` makes."""
+    borrow = getattr(source, "borrow", None)
+    return borrow(key) if borrow is not None else contextlib.nullcontext(source.get(key))
 
 
 def merge_norm_statistic(
@@ -150,10 +158,14 @@ def all_finite(tensor: torch.Tensor) -> bool:
 
 def _finite(source: TensorSource, key: str) -> torch.Tensor:
     tensor = source.get(key)
+    _check_finite(tensor, source, key)
+    return tensor
+
+
+def _check_finite(tensor: torch.Tensor, source: TensorSource, key: str) -> None:
     if not all_finite(tensor):
         bad = int((~torch.isfinite(tensor)).sum())
         raise MergeError(
             f"{source.label}: tensor {key!r} holds {bad} NaN/Inf values; a merge would spread them. "
             "Fix or drop that checkpoint, or pin the key to the anchor with --keep"
         )
-    return tensor
