@@ -278,8 +278,11 @@ def child(argv: list[str]) -> None:
             from segmerge.checkpoints import provenance
 
             provenance.sha256_of = lambda path: "0" * 64
+        from segmerge.merging.execute import single_threaded
+
         t0 = time.perf_counter()
-        segmerge.merge_to_file(inputs, output=out, overwrite=True, method=method)
+        with single_threaded():  # as the CLI runs it, and as the floor runs (one torch thread)
+            segmerge.merge_to_file(inputs, output=out, overwrite=True, method=method)
         seconds = time.perf_counter() - t0
     elif case == "floor":
         seconds = _floor(fmt, out, inputs)
@@ -626,8 +629,8 @@ def report(results: dict, info: dict, ckpt_bytes: int, counts: list[int], args, 
     for fmt in args.formats:
         for n in counts:
             rows = [
-                ("segmerge layerwise (API)", f"segmerge:layerwise/{fmt}/{n}", seg_base),
-                ("segmerge linear (API)", f"segmerge:linear/{fmt}/{n}", seg_base),
+                ("segmerge layerwise (API, 1 thread)", f"segmerge:layerwise/{fmt}/{n}", seg_base),
+                ("segmerge linear (API, 1 thread)", f"segmerge:linear/{fmt}/{n}", seg_base),
                 ("segmerge merge (CLI, layerwise)", f"cli/{fmt}/{n}", seg_base),
                 (
                     "segmerge layerwise, input hashing off (diagnostic)",
