@@ -333,12 +333,14 @@ def _floor(fmt: str, out: str, inputs: list[str]) -> float:
     if fmt in ("safetensors", "hf"):
         from safetensors import safe_open
 
+        # get_tensor maps the file and reads nothing until the tensor is used: the anchor's
+        # bytes are read by the save; the donors' are copied out here, as the .pth floor does.
         handles = [safe_open(_weights(fmt, p), "pt") for p in inputs]
         anchor = {}
         for key in handles[0].keys():
             anchor[key] = handles[0].get_tensor(key)
             for h in handles[1:]:
-                h.get_tensor(key)
+                h.get_tensor(key).clone()
         _write_safetensors(fmt, anchor, out, inputs[0])
     else:
         loaded = [torch.load(p, map_location="cpu", mmap=True, weights_only=True) for p in inputs]
