@@ -83,20 +83,27 @@ def streamed_weighted_sum(
     """``weighted_sum`` of the key's inputs (the default ``combine``), reading one input at a time.
 
     The same operations in the same order (float32 accumulator, float64 if any input is;
-    each input checked, converted and added in turn; cast to the first input's dtype), so the
-    same bits, but memory holds one input of the key instead of all of them: with ten
-    inputs, ten copies of the largest tensor fewer at the peak.
+    each input converted and added in turn; cast to the first input's dtype), so the same
+    bits, but memory holds one input of the key instead of all of them: with ten inputs, ten
+    copies of the largest tensor fewer at the peak. Inputs holding NaN/Inf are refused with
+    the same error as ``weighted_sum``'s callers give, found from one check of the sum.
     """
     dtypes = [metas[i][k].dtype for i, k in key_plan.sources]
     accumulate = torch.float64 if torch.float64 in dtypes else torch.float32
     out = None
     for (i, k), weight in zip(key_plan.sources, key_plan.weights, strict=True):
         with borrowed(sources[i], k) as tensor:
-            _check_finite(tensor, sources[i], k)
             if out is None:
                 out = torch.zeros(tensor.shape, dtype=accumulate)
             out.add_(tensor.to(accumulate), alpha=weight)
             del tensor
+    if not all_finite(out):
+        # A NaN/Inf in any input leaves the sum non-finite (with weight 0 too: 0 * inf is NaN), so
+        # one check of the sum stands for one per input; only a non-finite sum looks at each input,
+        # in order, to name the first at fault (finite inputs that overflowed pass, as before).
+        for i, k in key_plan.sources:
+            with borrowed(sources[i], k) as tensor:
+                _check_finite(tensor, sources[i], k)
     return out.to(dtypes[0])
 
 
