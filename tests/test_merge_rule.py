@@ -155,3 +155,27 @@ def test_nan_in_a_tensor_to_merge_is_an_error_naming_the_key(family):
     models[1]["block.0.fc2.weight"][0, 0] = float("nan")
     with pytest.raises(Exception, match=r"block\.0\.fc2\.weight.*NaN"):
         merged(models)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_input_is_refused_even_with_weight_zero(family, bad):
+    """The merge checks the weighted sum, not each input: an input's NaN/Inf must reach the sum
+    whatever its weight, and the error must still name that input and key."""
+    _, models = family
+    models[0]["block.0.fc1.weight"][0, 0] = bad
+    models[2]["block.0.fc1.weight"][0, 1] = -bad
+    with pytest.raises(Exception, match=r"model0: tensor 'block\.0\.fc1\.weight' holds 1 NaN/Inf"):
+        merged(models, method="linear", overrides=[{"pattern": r"^block\.0\.", "weights": [0, 1, 0]}])
+
+
+def test_finite_inputs_whose_sum_overflows_are_merged():
+    """As before the sum was checked instead of each input: finite inputs are accepted even
+    when their weighted sum overflows."""
+    from segmerge.merging.execute import streamed_weighted_sum
+    from segmerge.merging.plan import KeyPlan
+    from segmerge.merging.sources import StateDictSource
+
+    sources = [StateDictSource({"w": torch.full((2,), 3e38)}, f"m{i}") for i in range(2)]
+    plan = KeyPlan("w", Action.MERGED, sources=((0, "w"), (1, "w")), weights=(1.0, 1.0))
+    out = streamed_weighted_sum(plan, sources, [s.metas() for s in sources])
+    assert torch.isinf(out).all()

@@ -7,6 +7,7 @@ anchor's layout, atomically. The merge maths never sees a file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -106,6 +107,14 @@ class Checkpoint:
 
     def get(self, key: str) -> torch.Tensor:
         return self.source.get(self.prefix + key)
+
+    def borrow(self, key: str) -> contextlib.AbstractContextManager[torch.Tensor]:
+        """A tensor to read (not keep, not change) inside a ``with``: read in place where the
+        format allows (memory-mapped ``.pth``), else a copy."""
+        borrow = getattr(self.source, "borrow", None)
+        if borrow is not None:
+            return borrow(self.prefix + key)
+        return contextlib.nullcontext(self.get(key))
 
     @property
     def pth_content(self) -> Unwrapped | None:

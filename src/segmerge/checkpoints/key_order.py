@@ -12,6 +12,7 @@ by ``save_pretrained``) sort keys by name, where ``block.10`` precedes ``block.2
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 
@@ -69,9 +70,15 @@ def restore_order(metas: Mapping[str, TensorMeta], config: Mapping | None = None
     ``key-names`` (the heuristic below). ``config`` is accepted for compatibility and unused.
     """
     keys = list(metas)
-    found = forward_order(keys)
+    found = _forward_order(tuple(keys))
     if found is not None:
         return {k: metas[k] for k in found.keys}, f"forward ({', '.join(found.families)})"
     if not looks_name_sorted(keys, metas):
         return dict(metas), "file"
     return {k: metas[k] for k in heuristic_order(keys)}, "key-names"
+
+
+@functools.lru_cache(maxsize=8)
+def _forward_order(keys: tuple[str, ...]):
+    # Fine-tunes of one model share their key list: ten inputs cost one ordering, not ten.
+    return forward_order(keys)

@@ -9,11 +9,12 @@ JSON header padded to 8 bytes, contiguous little-endian data), readable by ``saf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -70,24 +71,42 @@ class SafetensorsSource:
         self.label = label or str(path)
         self._metas, self._offsets, self.metadata = _read_header(self.path)
         self._handle = None
+        self._scratch: torch.Tensor | None = None  # bytes lent by borrow(), reused
 
     def metas(self) -> dict[str, TensorMeta]:
         return self._metas
 
     def get(self, key: str) -> torch.Tensor:
         meta = self._metas[key]
-        start, end = self._offsets[key]
         tensor = torch.empty(meta.shape, dtype=meta.dtype)  # read straight into it: no zero-filled buffer
+        self._read(key, tensor)
+        return tensor
+
+    @contextlib.contextmanager
+    def borrow(self, key: str) -> Iterator[torch.Tensor]:
+        """The tensor, read into a buffer this source reuses, for reading only inside the ``with``:
+        one allocation per input for the whole merge instead of a fresh one (and its page
+        faults) per tensor."""
+        meta = self._metas[key]
+        size = nbytes(meta)
+        if self._scratch is None or self._scratch.numel() < size:
+            self._scratch = None  # the old buffer goes before the new one comes
+            self._scratch = torch.empty(size, dtype=torch.uint8)
+        tensor = self._scratch[:size].view(meta.dtype).reshape(meta.shape)
+        self._read(key, tensor)
+        yield tensor
+
+    def _read(self, key: str, tensor: torch.Tensor) -> None:
+        start, end = self._offsets[key]
         if end > start:
             target = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
             if len(target) != end - start:
                 raise CheckpointError(
                     f"{self.path}: tensor {key!r} spans {end - start} bytes in the header, but its shape "
-                    f"{list(meta.shape)} and dtype need {len(target)}"
+                    f"{list(self._metas[key].shape)} and dtype need {len(target)}"
                 )
             if _read_at(self._file(), target, start) != len(target):
                 raise CheckpointError(f"{self.path}: tensor {key!r} is cut short; the file is truncated")
-        return tensor
 
     def _file(self):
         """The file, opened on first read and kept open (closed with the source)."""
@@ -143,6 +162,9 @@ class ShardedSafetensorsSource:
 
     def get(self, key: str) -> torch.Tensor:
         return self._where[key].get(key)
+
+    def borrow(self, key: str) -> contextlib.AbstractContextManager[torch.Tensor]:
+        return self._where[key].borrow(key)
 
 
 def _read_header(path: Path):

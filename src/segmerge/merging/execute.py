@@ -83,20 +83,35 @@ def streamed_weighted_sum(
     """``weighted_sum`` of the key's inputs (the default ``combine``), reading one input at a time.
 
     The same operations in the same order (float32 accumulator, float64 if any input is;
-    each input checked, converted and added in turn; cast to the first input's dtype), so the
-    same bits, but memory holds one input of the key instead of all of them: with ten
-    inputs, ten copies of the largest tensor fewer at the peak.
+    each input converted and added in turn; cast to the first input's dtype), so the same
+    bits, but memory holds one input of the key instead of all of them: with ten inputs, ten
+    copies of the largest tensor fewer at the peak. Inputs holding NaN/Inf are refused with
+    the same error as ``weighted_sum``'s callers give, found from one check of the sum.
     """
     dtypes = [metas[i][k].dtype for i, k in key_plan.sources]
     accumulate = torch.float64 if torch.float64 in dtypes else torch.float32
     out = None
     for (i, k), weight in zip(key_plan.sources, key_plan.weights, strict=True):
-        tensor = _finite(sources[i], k)
-        if out is None:
-            out = torch.zeros(tensor.shape, dtype=accumulate)
-        out.add_(tensor.to(accumulate), alpha=weight)
-        del tensor
+        with borrowed(sources[i], k) as tensor:
+            if out is None:
+                out = torch.zeros(tensor.shape, dtype=accumulate)
+            out.add_(tensor.to(accumulate), alpha=weight)
+            del tensor
+    if not all_finite(out):
+        # A NaN/Inf in any input leaves the sum non-finite (with weight 0 too: 0 * inf is NaN), so
+        # one check of the sum stands for one per input; only a non-finite sum looks at each input,
+        # in order, to name the first at fault (finite inputs that overflowed pass, as before).
+        for i, k in key_plan.sources:
+            with borrowed(sources[i], k) as tensor:
+                _check_finite(tensor, sources[i], k)
     return out.to(dtypes[0])
+
+
+def borrowed(source: TensorSource, key: str) -> contextlib.AbstractContextManager[torch.Tensor]:
+    """A tensor to read inside a ``with`` and not keep: a source with a ``borrow(key)`` method
+    (memory-mapped ``.pth``) lends its own data without the copy that ``get`` makes."""
+    borrow = getattr(source, "borrow", None)
+    return borrow(key) if borrow is not None else contextlib.nullcontext(source.get(key))
 
 
 def merge_norm_statistic(
@@ -150,10 +165,14 @@ def all_finite(tensor: torch.Tensor) -> bool:
 
 def _finite(source: TensorSource, key: str) -> torch.Tensor:
     tensor = source.get(key)
+    _check_finite(tensor, source, key)
+    return tensor
+
+
+def _check_finite(tensor: torch.Tensor, source: TensorSource, key: str) -> None:
     if not all_finite(tensor):
         bad = int((~torch.isfinite(tensor)).sum())
         raise MergeError(
             f"{source.label}: tensor {key!r} holds {bad} NaN/Inf values; a merge would spread them. "
             "Fix or drop that checkpoint, or pin the key to the anchor with --keep"
         )
-    return tensor
