@@ -170,9 +170,10 @@ def merge(
         raise RecipeError("no output: give -o/--output (or 'output:' in the recipe)")
     if output is not None:  # the recipe --dump-recipe prints names the output written
         the_recipe = the_recipe.model_copy(update={"output": str(output if recipe is None else output.absolute())})
-    opened = api.open_merge(the_recipe, trust_pickle)
-    if check:
-        api.check_related(opened)
+    with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)
+        opened = api.open_merge(the_recipe, trust_pickle)
+        if check:
+            api.check_related(opened)  # small dot products: two threads only contend
     for note in opened.plan.notes:
         stderr.print(f"[green]note:[/] {note}", highlight=False)
     for hint in opened.plan.hints:
