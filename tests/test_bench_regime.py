@@ -103,3 +103,26 @@ def test_the_zoo_saves_checkpoints_along_a_run_and_reuses_them(tmp_path):
     # a snapshot the run did not save: the run is redone once, saving it
     quarter = zoo.snapshot_path(spec, 0.25)
     assert quarter.exists() and zoo.trained.count(spec.name) == 2
+
+
+def test_the_full_runs_spread_and_preconditions_travel_with_the_shipped_models(tmp_path):
+    from segmerge_bench.benchmark.experiments import ClaimRun, ScoredMerge
+    from segmerge_bench.benchmark.runner import BenchResult
+    from segmerge_bench.benchmark.shipping import full_run_numbers
+
+    def run(seed, best, default):
+        merges = [
+            ScoredMerge("uniform soup", "named", 0, {}, best - 1),
+            ScoredMerge("layer-wise (default)", "named", 0, {}, default),
+        ]
+        return ClaimRun("same-architecture", "appearance", seed, ["a", "b"], [best, best - 2], best + 1, 60, merges)
+
+    result = BenchResult({"seeds": [3, 4]}, [run(3, 40, 42), run(4, 44, 43)], regimes=[_measures(3), _measures(4)])
+    assert full_run_numbers(tmp_path) == {}  # no report: nothing to carry
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "bench.json").write_text(json.dumps(result.to_dict()))
+    numbers = full_run_numbers(tmp_path)
+    same = numbers["claims"]["same-architecture"]["appearance"]
+    assert same["gains_per_seed"] == [2.0, -1.0] and same["mean"]["gain"] == 0.5
+    assert same["sd"]["gain"] == pytest.approx(2.12, abs=0.01)
+    assert {c["name"] for c in numbers["preconditions"]} >= {"realistic gap", "UDA adapts"}

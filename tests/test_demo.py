@@ -16,8 +16,15 @@ def test_demo_json_reports_the_three_claims_in_both_regimes(tmp_path):
         app, ["demo", "--json", "--test-images", "16", "--out", str(tmp_path)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    claims = json.loads(result.stdout)["claims"]
+    printed = json.loads(result.stdout)
+    claims = printed["claims"]
     assert [c["name"] for c in claims] == ["same-architecture", "different-architecture", "semantic-to-panoptic"]
+    # the regime behind the claims: every shipped model alone, and the oracle
+    assert set(printed["models"]) == {"appearance", "classes"}
+    for models in printed["models"].values():
+        assert {"oracle", "UDA A", "UDA B", "DAFormer UDA B", "panoptic UDA B"} <= set(models)
+        assert all(0.0 <= v <= 100.0 for v in models.values())
+    assert isinstance(printed["full_run"], dict)
     for claim in claims:
         panoptic = claim["name"] == "semantic-to-panoptic"
         assert claim["metric"] == ("PQ" if panoptic else "mIoU")

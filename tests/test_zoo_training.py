@@ -281,3 +281,23 @@ def test_strong_augmentation_jitters_and_blurs_like_dacs():
     spike[0, 0, 4, 4] = 1
     blurred = gaussian_blur(spike, 1.0)
     assert abs(float(blurred.sum()) - 1) < 1e-5 and blurred[0, 0, 4, 4] < 0.2
+
+
+def test_resize_and_crop_keeps_the_size_and_pads_with_ignore():
+    from segmerge.labels import IGNORE_INDEX
+    from segmerge_bench.training.data import batches
+
+    data = _scene_data(4)
+    generator = torch.Generator().manual_seed(0)
+    shrunk = next(batches(data, 4, generator, flip=False, scales=(0.5, 0.5)))
+    assert shrunk.pixels.shape[-2:] == data.images.shape[1:3] and shrunk.labels.shape == data.labels.shape
+    h, w = data.labels.shape[1:]
+    padded = shrunk.labels == IGNORE_INDEX
+    assert padded.float().mean() >= 0.7  # three quarters of each image is padding (some labels are ignore anyway)
+    grown = next(batches(data, 4, torch.Generator().manual_seed(0), flip=False, scales=(2.0, 2.0)))
+    assert grown.pixels.shape[-2:] == (h, w) and not (grown.labels == IGNORE_INDEX).all()
+    plain = next(batches(data, 4, torch.Generator().manual_seed(0), flip=False))
+    same = next(batches(data, 4, torch.Generator().manual_seed(0), flip=False, scales=(1.0, 1.0)))
+    assert torch.equal(plain.labels, same.labels)
+    with pytest.raises(SegmergeError, match="scales"):
+        FAST.replace(scales=(2.0, 1.0))

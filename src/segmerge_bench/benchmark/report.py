@@ -76,7 +76,7 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
 
 def seeds_note(settings: dict) -> str:
     """Which seeds the numbers come from, and whether any was used to choose the defaults."""
-    seeds = list(settings["seeds"])
+    seeds = list(settings["seeds"]) if "seeds" in settings else [settings.get("seed")]
     development = list(settings.get("development_seeds", []))
     chosen_on = sorted(set(seeds) & set(development))
     if chosen_on:

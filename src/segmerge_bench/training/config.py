@@ -31,6 +31,9 @@ class TrainConfig:
     flip: bool = True
     ema_alpha: float = 0.99
     pseudo_label_threshold: float = 0.968
+    #: Random rescaling of labelled batches by a factor in (low, high), then crop/pad back (mmseg's
+    #: resize-and-crop, which DAFormer trains with at 0.5-2.0); None: no rescaling.
+    scales: tuple[float, float] | None = None
     #: Colour jitter and blur on self-training's mixed images, as DACS and DAFormer do.
     strong_augment: bool = True
     threads: int = 2
@@ -54,6 +57,8 @@ class TrainConfig:
             )
         if any(isinstance(s, bool) or not isinstance(s, int) or not 0 < s <= self.steps for s in self.snapshots):
             raise SegmergeError(f"TrainConfig.snapshots must be steps in 1..{self.steps}, got {self.snapshots!r}")
+        if self.scales is not None and not (len(self.scales) == 2 and 0 < self.scales[0] <= self.scales[1]):
+            raise SegmergeError(f"TrainConfig.scales must be (low, high) with 0 < low <= high, got {self.scales!r}")
         if not self.lr > 0 or not self.decoder_lr_mult > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise SegmergeError("TrainConfig: lr and decoder_lr_mult must be > 0, weight_decay and warmup_steps >= 0")
         if not 0.0 <= self.ema_alpha < 1.0:

@@ -142,8 +142,16 @@ class Batch:
     instances: torch.Tensor | None = None  # int64 [B,H,W], 0 = no thing
 
 
-def batches(data: TrainingData, batch_size: int, generator: torch.Generator, flip: bool = True) -> Iterator[Batch]:
-    """Endless batches: a fresh permutation every epoch, each image flipped left-right with p = 0.5."""
+def batches(
+    data: TrainingData,
+    batch_size: int,
+    generator: torch.Generator,
+    flip: bool = True,
+    scales: tuple[float, float] | None = None,
+) -> Iterator[Batch]:
+    """Endless batches: a fresh permutation every epoch, each image flipped left-right with p = 0.5,
+    and with ``scales`` = (low, high) each batch rescaled by a factor drawn from that range, then
+    cropped or padded (labels: ignore) back to the image size - mmseg's resize-and-crop."""
     n = len(data)
     order = torch.empty(0, dtype=torch.long)
     while True:
@@ -160,4 +168,38 @@ def batches(data: TrainingData, batch_size: int, generator: torch.Generator, fli
                 labels[mirrored] = labels[mirrored].flip(2)
             if instances is not None:
                 instances[mirrored] = instances[mirrored].flip(2)
-        yield Batch(normalise(images), labels, instances)
+        pixels = normalise(images)
+        if scales is not None:
+            pixels, labels, instances = rescaled(pixels, labels, instances, scales, generator)
+        yield Batch(pixels, labels, instances)
+
+
+def rescaled(pixels, labels, instances, scales: tuple[float, float], generator: torch.Generator):
+    """One random rescale of a batch (bilinear images, nearest labels and instances) and a random
+    crop back to its size, or padding (images 0 - the mean colour -, labels ignore) when smaller."""
+    import torch.nn.functional as F
+
+    h, w = pixels.shape[-2:]
+    low, high = scales
+    factor = low + (high - low) * float(torch.rand(1, generator=generator))
+    size = (max(1, round(h * factor)), max(1, round(w * factor)))
+    if size == (h, w):
+        return pixels, labels, instances
+    pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False)
+
+    def nearest(t):
+        return None if t is None else F.interpolate(t[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+    labels, instances = nearest(labels), nearest(instances)
+    pad_h, pad_w = max(0, h - size[0]), max(0, w - size[1])
+    if pad_h or pad_w:
+        pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
+        labels = None if labels is None else F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        instances = None if instances is None else F.pad(instances, (0, pad_w, 0, pad_h))
+    top = int(torch.randint(0, pixels.shape[-2] - h + 1, (1,), generator=generator))
+    left = int(torch.randint(0, pixels.shape[-1] - w + 1, (1,), generator=generator))
+
+    def crop(t):
+        return None if t is None else t[..., top : top + h, left : left + w].contiguous()
+
+    return crop(pixels), crop(labels), crop(instances)

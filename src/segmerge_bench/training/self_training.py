@@ -31,7 +31,7 @@ def self_training_streams(source: TrainingData, target: TrainingData, config: Tr
     """The seeded random streams of a self-training run: source batches, target batches, and the
     generator ClassMix draws from - one per purpose, so a run is reproducible from its seed."""
     return (
-        batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip),
+        batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip, config.scales),
         batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip),
         seeded_generator(config.seed, 2),
     )

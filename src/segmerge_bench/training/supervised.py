@@ -25,7 +25,7 @@ def train_supervised(start: nn.Module, data: TrainingData, config: TrainConfig) 
         raise SegmergeError(f"{data.name or 'training data'}: supervised training needs labels")
     model = copy.deepcopy(start)
     with reproducible(config):
-        stream = batches(data, config.batch_size, seeded_generator(config.seed, 0), config.flip)
+        stream = batches(data, config.batch_size, seeded_generator(config.seed, 0), config.flip, config.scales)
 
         def step_loss(step: int):
             batch = next(stream)
