@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Measure the benchmark's regime for one training setting, without a whole ``segmerge bench`` run.
+
+What docs/benchmark.md's calibration table comes from: trains the oracle, the source-only and
+the adapted SegFormers of the appearance regime (seed 0) from a shared start with the given
+learning rate, steps and pseudo-label threshold, through the harness's own training
+functions, and prints and saves (JSON) each model's target mIoU, the adapted models'
+pseudo-label coverage and accuracy on the labelled target training images, and target mIoU
+along the straight line between pairs of models (a = 0, 0.1, ..., 1). Asserts nothing.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/regime_calibration.py out.json \\
+        --start src/segmerge_bench/zoo/shipped/shared_start.pt --lr 2e-4 --steps 1000 --threshold 0.6
+
+Roles (``--roles``): oracle, source-only-A/B, uda-A/B, mic-A/B. ``--double`` also trains every
+role for twice the steps (the convergence check). Rendered data is cached in ``--cache``.
+The calibration runs of 2026-12-01 used warm-up 20 (``--warmup``) and one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from segmerge.metrics import SemanticMetric
+from segmerge_bench.synthetic import SyntheticDataset
+from segmerge_bench.training import SharedStart, TrainConfig, train_source_only, train_target_oracle, train_uda
+from segmerge_bench.training.data import TrainingData, normalise
+from segmerge_bench.training.loss import upsample
+from segmerge_bench.zoo.models import segment
+
+PAIRS = (("uda-A", "uda-B"), ("source-only-A", "source-only-B"), ("uda-A", "mic-A"), ("oracle", "uda-A"))
+
+
+def rendered(cache: Path, domain: str, split: str, n: int) -> TrainingData:
+    path = cache / f"{domain}-{split}-{n}.pt"
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        return TrainingData(saved["images"], saved["labels"], f"{domain}/{split}")
+    data = TrainingData.from_samples(SyntheticDataset(domain, n=n, seed=0, split=split), True, f"{domain}/{split}")
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": data.images, "labels": data.labels}, path)
+    return data
+
+
+@torch.no_grad()
+def probabilities(model, data: TrainingData, batch: int = 25):
+    model.eval()
+    for i in range(0, len(data), batch):
+        pixels = normalise(data.images[i : i + batch])
+        yield upsample(segment(model, pixels), pixels.shape[-2:]).softmax(1), data.labels[i : i + batch].long()
+
+
+def miou(model, data: TrainingData) -> float:
+    metric = SemanticMetric(19, ignore_index=255)
+    for probs, labels in probabilities(model, data):
+        metric.update(probs.argmax(1), labels)
+    return metric.compute().miou
+
+
+def pseudo_label_quality(model, data: TrainingData, threshold: float) -> dict[str, float]:
+    covered = right = labelled = 0
+    for probs, labels in probabilities(model, data):
+        confidence, predicted = probs.max(1)
+        valid = labels != 255
+        confident = (confidence > threshold) & valid
+        covered += int(confident.sum())
+        right += int(((predicted == labels) & confident).sum())
+        labelled += int(valid.sum())
+    return {"coverage": covered / max(labelled, 1), "accuracy": right / max(covered, 1)}
+
+
+def interpolated(first, second, a: float):
+    model = copy.deepcopy(first)
+    one, two = first.state_dict(), second.state_dict()
+    model.load_state_dict({k: one[k] * (1 - a) + two[k] * a if one[k].is_floating_point() else one[k] for k in one})
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="JSON file for the results")
+    parser.add_argument("--start", type=Path, required=True, help="a shared start (SharedStart.save)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--head-multiplier", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--threshold", type=float, default=0.968, help="pseudo-label confidence threshold")
+    parser.add_argument("--scales", type=float, nargs=2, default=None, help="resize-and-crop range, e.g. 0.5 2.0")
+    parser.add_argument("--double", action="store_true", help="also train every role for twice the steps")
+    parser.add_argument("--roles", default="oracle,source-only-A,source-only-B,uda-A,uda-B")
+    parser.add_argument("--images", type=int, default=600, help="training images per domain")
+    parser.add_argument("--test-images", type=int, default=150)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/segmerge-regime-data"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    test = rendered(args.cache, "target", "test", args.test_images)
+    target = rendered(args.cache, "target", "train", args.images)
+    sources = {s: rendered(args.cache, f"appearance-{s.lower()}", "train", args.images) for s in "AB"}
+    start = SharedStart.load(args.start)
+    results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    scores, logs, pseudo, lines = {}, {}, {}, {}
+    models = {}
+
+    def config(steps: int) -> TrainConfig:
+        return TrainConfig(
+            steps=steps,
+            lr=args.lr,
+            decoder_lr_mult=args.head_multiplier,
+            warmup_steps=min(args.warmup, steps),
+            pseudo_label_threshold=args.threshold,
+            scales=tuple(args.scales) if args.scales else None,
+            threads=args.threads,
+            progress=False,
+        )
+
+    for steps in (args.steps, 2 * args.steps) if args.double else (args.steps,):
+        for role in args.roles.split(","):
+            began = time.perf_counter()
+            kind, _, source = role.rpartition("-")
+            initial = start.model("segformer")
+            if role == "oracle":
+                model, log = train_target_oracle(initial, target, config(steps))
+            elif kind == "source-only":
+                model, log = train_source_only(initial, sources[source], config(steps))
+            elif kind in ("uda", "mic"):
+                method = "mic" if kind == "mic" else "dacs"
+                model, log = train_uda(initial, sources[source], target, config(steps), method=method)
+                pseudo[f"{role}@{steps}"] = pseudo_label_quality(model, target, args.threshold)
+            else:
+                raise SystemExit(f"unknown role {role!r}")
+            name = f"{role}@{steps}"
+            scores[name] = miou(model, test)
+            logs[name] = {k: v for k, v in log.items() if k not in ("losses", "snapshots")}
+            if steps == args.steps:
+                models[role] = model
+            print(f"{name}: mIoU {scores[name]:.2f} ({time.perf_counter() - began:.0f} s)", flush=True)
+    for first, second in PAIRS:
+        if first in models and second in models:
+            line = [round(miou(interpolated(models[first], models[second], i / 10), test), 2) for i in range(11)]
+            lines[f"{first} -> {second}"] = line
+            print(f"{first} -> {second}: {line}", flush=True)
+    results.update(scores=scores, pseudo_labels=pseudo, lines=lines, logs=logs)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
