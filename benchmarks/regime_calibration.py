@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from segmerge.metrics import SemanticMetric
+from segmerge_bench.benchmark.regime import confident_pixels
 from segmerge_bench.synthetic import SyntheticDataset
 from segmerge_bench.training import SharedStart, TrainConfig, train_source_only, train_target_oracle, train_uda
 from segmerge_bench.training.data import TrainingData, normalise
@@ -60,18 +61,6 @@ def miou(model, data: TrainingData) -> float:
     for probs, labels in probabilities(model, data):
         metric.update(probs.argmax(1), labels)
     return metric.compute().miou
-
-
-def pseudo_label_quality(model, data: TrainingData, threshold: float) -> dict[str, float]:
-    covered = right = labelled = 0
-    for probs, labels in probabilities(model, data):
-        confidence, predicted = probs.max(1)
-        valid = labels != 255
-        confident = (confidence > threshold) & valid
-        covered += int(confident.sum())
-        right += int(((predicted == labels) & confident).sum())
-        labelled += int(valid.sum())
-    return {"coverage": covered / max(labelled, 1), "accuracy": right / max(covered, 1)}
 
 
 def interpolated(first, second, a: float):
@@ -132,7 +121,7 @@ def main() -> None:
             elif kind in ("uda", "mic"):
                 method = "mic" if kind == "mic" else "dacs"
                 model, log = train_uda(initial, sources[source], target, config(steps), method=method)
-                pseudo[f"{role}@{steps}"] = pseudo_label_quality(model, target, args.threshold)
+                pseudo[f"{role}@{steps}"] = confident_pixels(probabilities(model, target), args.threshold)
             else:
                 raise SystemExit(f"unknown role {role!r}")
             name = f"{role}@{steps}"

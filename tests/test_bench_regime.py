@@ -126,3 +126,14 @@ def test_the_full_runs_spread_and_preconditions_travel_with_the_shipped_models(t
     assert same["gains_per_seed"] == [2.0, -1.0] and same["mean"]["gain"] == 0.5
     assert same["sd"]["gain"] == pytest.approx(2.12, abs=0.01)
     assert {c["name"] for c in numbers["preconditions"]} >= {"realistic gap", "UDA adapts"}
+
+
+def test_confident_pixels_counts_coverage_and_accuracy_over_labelled_pixels():
+    import torch
+
+    from segmerge_bench.benchmark.regime import confident_pixels
+
+    probabilities = torch.tensor([[0.9, 0.1], [0.3, 0.7], [0.55, 0.45], [0.95, 0.05]]).T.reshape(1, 2, 2, 2)
+    labels = torch.tensor([[[0, 0], [0, 255]]])  # the last pixel is ignored
+    # above 0.6: pixels 0 (class 0, right) and 1 (class 1, wrong); pixel 2 is below; pixel 3 unlabelled
+    assert confident_pixels([(probabilities, labels)], 0.6) == {"coverage": 2 / 3, "accuracy": 0.5}

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from segmerge.labels import IGNORE_INDEX
 from segmerge_bench.benchmark.claims import Claim
 from segmerge_bench.benchmark.scoring import score
 from segmerge_bench.benchmark.store import remove_path
@@ -278,23 +279,29 @@ def measure_regime(
     return RegimeMeasures(regime, seed, singles, longer, curves, pseudo, barriers, tuple(points))
 
 
+def confident_pixels(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], threshold: float) -> dict[str, float]:
+    """From (class probabilities [N,C,H,W], labels [N,H,W]) batches: ``coverage``, the share of
+    labelled pixels predicted above ``threshold``, and ``accuracy``, the share of those predicted
+    right (what a teacher's pseudo-labels would be worth)."""
+    covered = right = labelled = 0
+    for probabilities, labels in batches:
+        confidence, predicted = probabilities.max(1)
+        valid = labels != IGNORE_INDEX
+        confident = (confidence > threshold) & valid
+        covered += int(confident.sum())
+        right += int(((predicted == labels) & confident).sum())
+        labelled += int(valid.sum())
+    return {"coverage": covered / max(labelled, 1), "accuracy": right / max(covered, 1)}
+
+
 @torch.no_grad()
 def pseudo_label_quality(path: Path, data: TrainingData, threshold: float) -> dict[str, float]:
-    """``coverage``: share of labelled pixels of ``data`` the model predicts above ``threshold``;
-    ``accuracy``: share of those predicted right (what its pseudo-labels would be worth)."""
+    """:func:`confident_pixels` of the checkpoint at ``path`` on labelled ``data``."""
     from segmerge.evaluation.prediction import predict
     from segmerge.segmenters import load_segmenter
     from segmerge_bench.benchmark.scoring import CONFIG, quiet_transformers
 
     quiet_transformers()
     segmenter = load_segmenter(str(path))
-    covered = right = labelled = 0
-    for batch in predict([segmenter], data.images, CONFIG):
-        confidence, predicted = batch.probabilities[0].max(1)
-        labels = data.labels[batch.indices].long()
-        valid = labels != 255
-        confident = (confidence > threshold) & valid
-        covered += int(confident.sum())
-        right += int(((predicted == labels) & confident).sum())
-        labelled += int(valid.sum())
-    return {"coverage": covered / max(labelled, 1), "accuracy": right / max(covered, 1)}
+    batches = predict([segmenter], data.images, CONFIG)
+    return confident_pixels(((b.probabilities[0], data.labels[b.indices].long()) for b in batches), threshold)
