@@ -249,13 +249,19 @@ def measure_regime(
     test: TrainingData,
     workdir: Path,
     points: Sequence[float] = BARRIER_POINTS,
+    known: dict[Path, float] | None = None,
 ) -> RegimeMeasures:
     """Measure one regime and seed. ``paths``: the trained models by role (the oracle under
     :data:`ORACLE`); ``longer_specs``: the specs, by role, of the models whose convergence is
-    checked (their twice-as-long runs are trained here; empty: not checked for this seed)."""
+    checked (their twice-as-long runs are trained here; empty: not checked for this seed);
+    ``known``: mIoU already measured on ``test``, by checkpoint (not scored again)."""
     from dataclasses import replace
 
-    singles = {role: score([paths[role]], test) for role in (ORACLE, *SOURCE_ONLY, *ADAPTED)}
+    known = known or {}
+    singles = {
+        role: known[paths[role]] if paths[role] in known else score([paths[role]], test)
+        for role in (ORACLE, *SOURCE_ONLY, *ADAPTED)
+    }
     threshold = zoo.settings.uda.pseudo_label_threshold
     target = zoo.data.target_train()  # labelled: measured here, never trained on by UDA
     pseudo = {role: pseudo_label_quality(paths[role], target, threshold) for role in ADAPTED}

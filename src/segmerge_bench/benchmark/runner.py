@@ -144,9 +144,13 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         test,
                         out / "merges" / f"seed{seed}" / regime / "regime",
                         settings.barrier_points,
+                        known={oracle_path: oracle},
                     )
                 )
-            measured: dict = {}
+            # the models the regime scored alone are not scored again for the claims
+            measured: dict = {
+                (paths[role], "mIoU"): {"mIoU": value} for role, value in regimes[-1].singles.items() if role in paths
+            }
             for claim in claims:
                 models = [paths[role] for role in claim.roles]
                 with stage("scoring"):
