@@ -118,6 +118,36 @@ def test_relatedness_covers_norm_only_layers_and_merge_prints_it(tmp_path):
     assert result.exit_code == 0 and "backbone.norm4" in result.output
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_the_relatedness_check_a_merge_makes_as_it_reads_equals_the_plans(tmp_path, suffix):
+    """`segmerge merge` checks relatedness on the tensors it merges, without reading them twice: the
+    same cosines, layer by layer, as `segmerge plan --check` (peeks at safetensors, whole .pth tensors)."""
+    from safetensors.torch import save_file
+
+    from segmerge.merging.execute import execute
+    from segmerge.merging.relatedness import SimilarityTally, layer_similarities
+
+    a = daformer(1)
+    b = {k: v + 0.5 * torch.randn_like(v) if i % 3 == 0 else v.clone() for i, (k, v) in enumerate(a.items())}
+    c = daformer(3)
+    paths = [tmp_path / f"{name}{suffix}" for name in "abc"]
+    for path, state in zip(paths, (a, b, c), strict=True):
+        torch.save(state, path) if suffix == ".pth" else save_file(state, str(path))
+    opened = api.open_merge([str(p) for p in paths])
+    for sample in (7, 4096, None):
+        tally = SimilarityTally(sample)
+        for _ in execute(opened.plan, opened.sources, opened.method, None, tally):
+            pass
+        during = {(s.layer, s.model): s.cosine for s in tally.similarities()}
+        apart = {(s.layer, s.model): s.cosine for s in layer_similarities(opened.plan, opened.sources, sample)}
+        assert during.keys() == apart.keys() and len(during) > 10
+        assert all(during[k] == pytest.approx(apart[k], abs=1e-12) for k in during)
+        assert min(v for (_, m), v in during.items() if m == 2) < 0.2 < min(v for (_, m), v in during.items() if m == 1)
+    planned = api.plan([str(p) for p in paths], check_relatedness=True).warnings
+    api.write_merge(opened, tmp_path / f"m{suffix}", False, check_relatedness=True)
+    assert opened.plan.warnings == planned and any("unrelated" in w for w in planned)
+
+
 def test_a_module_merged_in_part_is_reported():
     a = daformer(1)
     b = {k: (torch.zeros(v.shape[0] + 2, *v.shape[1:]) if ".attn.kv." in k else v) for k, v in daformer(2).items()}

@@ -21,7 +21,7 @@ from segmerge.merging.keys import rename
 from segmerge.merging.layouts import ConvertedSource, convert_onto
 from segmerge.merging.methods import MergeMethod, build_method
 from segmerge.merging.plan import FEW_MERGED, MergePlan, build_plan
-from segmerge.merging.relatedness import layer_similarities, unrelated_layer_warnings
+from segmerge.merging.relatedness import SimilarityTally, layer_similarities, unrelated_layer_warnings
 from segmerge.merging.sources import StateDictSource, TensorMeta
 from segmerge.recipe import Recipe
 
@@ -297,10 +297,16 @@ def merge_to_file(
 
 
 def write_merge(
-    opened: Opened, output: Path, overwrite: bool, tensors: Mapping[str, torch.Tensor] | None = None
+    opened: Opened,
+    output: Path,
+    overwrite: bool,
+    tensors: Mapping[str, torch.Tensor] | None = None,
+    check_relatedness: bool = False,
 ) -> Path:
     """Write the merge; ``tensors`` (under the anchor's names) stand in for running the plan when the
-    merged values were changed afterwards (``segmerge tune --adabn`` re-estimates BatchNorm statistics)."""
+    merged values were changed afterwards (``segmerge tune --adabn`` re-estimates BatchNorm statistics).
+    ``check_relatedness``: :func:`check_related` on the tensors the merge reads (no second read); its
+    warnings join ``opened.plan.warnings`` once the output is written."""
     inputs = [s.source if isinstance(s, ConvertedSource) else s for s in opened.sources]
     inputs = [s for s in inputs if isinstance(s, Checkpoint)]
     if len(inputs) != len(opened.sources):
@@ -316,10 +322,16 @@ def write_merge(
     )
     anchor = opened.anchor
     metas: dict[str, TensorMeta] = {k.key: anchor.metas()[k.key] for k in opened.plan.keys}
-    merged = execute(opened.plan, opened.sources, opened.method, opened.base) if tensors is None else tensors.items()
+    tally = SimilarityTally() if check_relatedness and tensors is None else None
+    merged = (
+        execute(opened.plan, opened.sources, opened.method, opened.base, tally) if tensors is None else tensors.items()
+    )
     if recipe.keep_wrapper and anchor.prefix:
         merged, metas = _in_wrapper(anchor, merged, metas)
-    return write_checkpoint(output, metas, merged, provenance, anchor, overwrite)
+    written = write_checkpoint(output, metas, merged, provenance, anchor, overwrite)
+    if tally is not None:
+        opened.plan.warnings += unrelated_layer_warnings(tally.similarities(), opened.plan.models)
+    return written
 
 
 def _in_wrapper(anchor: Checkpoint, merged, metas: Mapping[str, TensorMeta]):

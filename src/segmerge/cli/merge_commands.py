@@ -172,16 +172,17 @@ def merge(
         the_recipe = the_recipe.model_copy(update={"output": str(output if recipe is None else output.absolute())})
     with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)
         opened = api.open_merge(the_recipe, trust_pickle)
-        if check:
-            api.check_related(opened)  # small dot products: two threads only contend
     for note in opened.plan.notes:
         stderr.print(f"[green]note:[/] {note}", highlight=False)
     for hint in opened.plan.hints:
         stderr.print(f"[cyan]hint:[/] {hint}", highlight=False)
+    before = len(opened.plan.warnings)
     for warning in opened.plan.warnings:
         stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    with single_threaded():  # the command owns the process: one thread per key is faster (execute.py)
-        written = api.write_merge(opened, Path(target), overwrite)
+    with single_threaded():  # the relatedness check reads the tensors the merge reads, as it reads them
+        written = api.write_merge(opened, Path(target), overwrite, check_relatedness=check)
+    for warning in opened.plan.warnings[before:]:
+        stderr.print(f"[yellow]warning:[/] {warning}", highlight=False)
     counts = opened.plan.counts()
     stderr.print(
         f"wrote {written} ({counts.get('merged', 0)} keys merged in {len(opened.plan.layers)} layers, "

@@ -10,8 +10,9 @@ import torch
 
 from segmerge.errors import MergeError
 from segmerge.merging.keys import BN_MEAN, BN_VAR, leaf_of, sibling
-from segmerge.merging.methods.base import MergeMethod, weighted_sum
+from segmerge.merging.methods.base import MergeMethod, first_term, weighted_sum
 from segmerge.merging.plan import Action, KeyPlan, MergePlan
+from segmerge.merging.relatedness import SimilarityTally, checked
 from segmerge.merging.sources import TensorMeta, TensorSource
 
 
@@ -20,15 +21,17 @@ def execute(
     sources: Sequence[TensorSource],
     method: MergeMethod,
     base: TensorSource | None = None,
+    tally: SimilarityTally | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(key, merged tensor)`` in the anchor's order; memory holds one key's inputs."""
+    """Yield ``(key, merged tensor)`` in the anchor's order; memory holds one key's inputs.
+    ``tally`` is fed the merged inputs as they are read (the relatedness check, at no extra read)."""
     anchor = sources[plan.anchor]
     metas = [s.metas() for s in sources]
     for key_plan in plan.keys:
         if key_plan.action != Action.MERGED:
             tensor = anchor.get(key_plan.key)
         else:
-            tensor = merge_key(key_plan, sources, method, base, metas)
+            tensor = merge_key(key_plan, sources, method, base, metas, tally if tally and checked(key_plan) else None)
         yield key_plan.key, tensor
         del tensor
 
@@ -61,12 +64,16 @@ def merge_key(
     method: MergeMethod,
     base: TensorSource | None,
     metas: Sequence[Mapping[str, TensorMeta]] | None = None,
+    tally: SimilarityTally | None = None,
 ) -> torch.Tensor:
     """One key's merged tensor. Its inputs are freed on return, before the next key is read,
-    so memory holds one key's inputs, not two."""
+    so memory holds one key's inputs, not two. ``tally``: fed each input (the first is the anchor's)."""
     if type(method).combine is MergeMethod.combine and leaf_of(key_plan.key) not in (BN_MEAN, BN_VAR):
-        return streamed_weighted_sum(key_plan, sources, metas or [s.metas() for s in sources])
+        return streamed_weighted_sum(key_plan, sources, metas or [s.metas() for s in sources], tally)
     tensors = [_finite(sources[i], k) for i, k in key_plan.sources]
+    if tally is not None:
+        for position, ((i, _), tensor) in enumerate(zip(key_plan.sources, tensors, strict=True)):
+            tallied(tally, key_plan, position, i, tensor)
     out_dtype = tensors[0].dtype
     leaf = leaf_of(key_plan.key)
     if leaf in (BN_MEAN, BN_VAR):
@@ -77,8 +84,19 @@ def merge_key(
     return merged.to(out_dtype)
 
 
+def tallied(tally: SimilarityTally, key_plan: KeyPlan, position: int, model: int, tensor: torch.Tensor) -> None:
+    values = tally.values(tensor)
+    if position == 0:
+        tally.anchor(values)
+    else:
+        tally.donor(key_plan.layer, model, values)
+
+
 def streamed_weighted_sum(
-    key_plan: KeyPlan, sources: Sequence[TensorSource], metas: Sequence[Mapping[str, TensorMeta]]
+    key_plan: KeyPlan,
+    sources: Sequence[TensorSource],
+    metas: Sequence[Mapping[str, TensorMeta]],
+    tally: SimilarityTally | None = None,
 ) -> torch.Tensor:
     """``weighted_sum`` of the key's inputs (the default ``combine``), reading one input at a time.
 
@@ -91,11 +109,14 @@ def streamed_weighted_sum(
     dtypes = [metas[i][k].dtype for i, k in key_plan.sources]
     accumulate = torch.float64 if torch.float64 in dtypes else torch.float32
     out = None
-    for (i, k), weight in zip(key_plan.sources, key_plan.weights, strict=True):
+    for position, ((i, k), weight) in enumerate(zip(key_plan.sources, key_plan.weights, strict=True)):
         with borrowed(sources[i], k) as tensor:
+            if tally is not None:
+                tallied(tally, key_plan, position, i, tensor)
             if out is None:
-                out = torch.zeros(tensor.shape, dtype=accumulate)
-            out.add_(tensor.to(accumulate), alpha=weight)
+                out = first_term(tensor, weight, accumulate)
+            else:
+                out.add_(tensor.to(accumulate), alpha=weight)
             del tensor
     if not all_finite(out):
         # A NaN/Inf in any input leaves the sum non-finite (with weight 0 too: 0 * inf is NaN), so

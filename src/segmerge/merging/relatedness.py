@@ -12,7 +12,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from segmerge.merging.plan import Action, MergePlan
+import torch
+
+from segmerge.merging.plan import Action, KeyPlan, MergePlan
 from segmerge.merging.sources import TensorSource
 
 UNRELATED_BELOW = 0.2
@@ -25,55 +27,82 @@ class LayerSimilarity:
     cosine: float
 
 
-#: Values per tensor the check compares (an even stride through the tensor): enough for a
-#: cosine, and it keeps the check cheaper than the merge itself.
+#: Values per tensor the check compares (its first ones): enough for a cosine, and cheap to
+#: read alone from a file.
 SAMPLE = 4096
+
+
+class SimilarityTally:
+    """Cosine similarity of each donor's tensors with the anchor's, per merged layer, summed
+    tensor by tensor as they are read: ``layer_similarities`` reads them for it, a merge feeds it
+    the tensors it reads anyway (``execute(..., tally=...)``), so checking costs no second read.
+
+    Every tensor of a layer counts, its 1-D ones (biases, norms) included, so a layer made of
+    norms alone is checked too. 1-D tensors are compared after removing their mean: they start
+    at constants (ones, zeros), which would make any two look alike. Each tensor is compared on
+    its first ``sample`` values (a few rows of a weight matrix; all of them with ``None``).
+    """
+
+    def __init__(self, sample: int | None = SAMPLE) -> None:
+        self.sample = sample
+        self._dots: dict[tuple[str, int], list[float]] = {}
+        self._anchor: torch.Tensor | None = None
+
+    def values(self, tensor: torch.Tensor, ndim: int | None = None) -> torch.Tensor:
+        """The values of ``tensor`` compared: its first ``sample``, in float64, less their mean for a
+        1-D tensor (``ndim``: the tensor's own, where ``tensor`` is a flattened peek at it)."""
+        flat = tensor.detach().reshape(-1)
+        if self.sample is not None:
+            flat = flat[: self.sample]
+        flat = flat.double()
+        return flat - flat.mean() if (tensor.ndim if ndim is None else ndim) <= 1 else flat
+
+    def anchor(self, values: torch.Tensor) -> None:
+        """The anchor's values of the key the next ``donor`` calls compare with."""
+        self._anchor = values
+
+    def donor(self, layer: str, model: int, values: torch.Tensor) -> None:
+        a = self._anchor
+        acc = self._dots.setdefault((layer, model), [0.0, 0.0, 0.0])
+        acc[0] += float(a @ values)
+        acc[1] += float(a @ a)
+        acc[2] += float(values @ values)
+
+    def similarities(self) -> list[LayerSimilarity]:
+        out = []
+        for (layer, i), (ab, aa, bb) in self._dots.items():
+            cosine = ab / (aa**0.5 * bb**0.5) if aa > 0 and bb > 0 else 1.0
+            out.append(LayerSimilarity(layer, i, cosine))
+        return out
+
+
+def checked(key_plan: KeyPlan) -> bool:
+    """Whether the relatedness check compares this key: merged, from two models or more."""
+    return key_plan.action == Action.MERGED and len(key_plan.sources) >= 2
 
 
 def layer_similarities(
     plan: MergePlan, sources: Sequence[TensorSource], sample: int | None = SAMPLE
 ) -> list[LayerSimilarity]:
-    """Cosine similarity of each donor's tensors with the anchor's, per merged layer.
-
-    Every tensor of a layer counts, its 1-D ones (biases, norms) included, so a layer made
-    of norms alone is checked too. 1-D tensors are compared after removing their mean: they
-    start at constants (ones, zeros), which would make any two look alike. Each tensor is
-    compared on ``sample`` of its values (all of them with ``None``).
-    """
-    dots: dict[tuple[str, int], list[float]] = {}
+    """:class:`SimilarityTally` over every merged tensor, read for it (a peek of ``sample`` values
+    where the source can read them alone)."""
+    tally = SimilarityTally(sample)
     for key_plan in plan.keys:
-        if key_plan.action != Action.MERGED or len(key_plan.sources) < 2:
+        if not checked(key_plan):
             continue
         (a, a_key), *donors = key_plan.sources
-        anchor_t = _sampled(sources[a], a_key, sample)
+        tally.anchor(_sampled(sources[a], a_key, tally))
         for i, key in donors:
-            donor_t = _sampled(sources[i], key, sample)
-            acc = dots.setdefault((key_plan.layer, i), [0.0, 0.0, 0.0])
-            acc[0] += float(anchor_t @ donor_t)
-            acc[1] += float(anchor_t @ anchor_t)
-            acc[2] += float(donor_t @ donor_t)
-    out = []
-    for (layer, i), (ab, aa, bb) in dots.items():
-        cosine = ab / (aa**0.5 * bb**0.5) if aa > 0 and bb > 0 else 1.0
-        out.append(LayerSimilarity(layer, i, cosine))
-    return out
+            tally.donor(key_plan.layer, i, _sampled(sources[i], key, tally))
+    return tally.similarities()
 
 
-def _sampled(source: TensorSource, key: str, sample: int | None):
-    """The values compared: the whole tensor, or its first ``sample`` values (a few rows of a
-    weight matrix) where the source can read them alone, else ``sample`` at an even stride."""
+def _sampled(source: TensorSource, key: str, tally: SimilarityTally) -> torch.Tensor:
     shape = source.metas()[key].shape
     peek = getattr(source, "peek", None)
-    if sample is not None and peek is not None and math.prod(shape) > sample:
-        flat = peek(key, sample)[:sample]
-    else:
-        flat = source.get(key).detach().reshape(-1)
-        if sample is not None and flat.numel() > sample:
-            flat = flat[:: flat.numel() // sample][:sample]
-    flat = flat.double()
-    if len(shape) <= 1:
-        flat = flat - flat.mean()
-    return flat
+    if tally.sample is not None and peek is not None and math.prod(shape) > tally.sample:
+        return tally.values(peek(key, tally.sample), ndim=len(shape))
+    return tally.values(source.get(key))
 
 
 def unrelated_layer_warnings(

@@ -64,10 +64,17 @@ def accumulation_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
 
 def weighted_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
     dtype = accumulation_dtype(tensors)
-    out = torch.zeros(tensors[0].shape, dtype=dtype)
-    for tensor, weight in zip(tensors, weights, strict=True):
+    out = first_term(tensors[0], weights[0], dtype)
+    for tensor, weight in zip(tensors[1:], weights[1:], strict=True):
         out.add_(tensor.to(dtype), alpha=weight)
     return out
+
+
+def first_term(tensor: torch.Tensor, weight: float, dtype: torch.dtype) -> torch.Tensor:
+    """``weight * tensor`` as a new ``dtype`` tensor: a weighted sum's accumulator, made in one
+    pass over memory (a zero-filled accumulator plus an add is two). ``tensor`` is not modified."""
+    converted = tensor.to(dtype)
+    return converted.mul_(weight) if converted is not tensor else converted.mul(weight)
 
 
 _REGISTRY: dict[str, type[MergeMethod]] = {}
