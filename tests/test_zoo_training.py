@@ -301,3 +301,57 @@ def test_resize_and_crop_keeps_the_size_and_pads_with_ignore():
     assert torch.equal(plain.labels, same.labels)
     with pytest.raises(SegmergeError, match="scales"):
         FAST.replace(scales=(2.0, 1.0))
+
+
+def test_thing_cells_are_the_cells_a_thing_class_fills_to_three_quarters():
+    from segmerge_bench.training.feature_distance import thing_cells
+
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)  # road
+    labels[0, :4, :4] = 11  # person fills the top-left cell
+    labels[0, :4, 4:7] = 13  # car fills 12 of 16 pixels of the top-right cell: exactly 0.75
+    labels[0, 4:, :2] = 13  # car fills half of the bottom-left cell
+    labels[0, 4:, 4:] = 255  # the bottom-right cell is ignored
+    labels[0, 4:, 4] = 11  # ... but for one column of person: 0.25 of the cell
+    cells = thing_cells(labels, (2, 2), classes=(11, 13))
+    assert cells.tolist() == [[[True, True], [False, False]]]
+    assert thing_cells(labels, (2, 2), classes=(13,)).tolist() == [[[False, True], [False, False]]]  # person not asked
+    assert not thing_cells(labels, (2, 2), classes=(11, 13), min_share=0.8)[0, 0, 1]
+
+
+def test_feature_distance_pulls_thing_features_back_to_the_start(start):
+    from segmerge_bench.training.data import normalise
+    from segmerge_bench.training.feature_distance import FeatureDistance, captured_bottleneck
+
+    data = _scene_data(4)
+    pixels = normalise(data.images)
+    labels = torch.full_like(data.labels.long(), 11)  # every cell a person
+    distance = FeatureDistance(start.model("segformer"), weight=2.0)
+    student = start.model("segformer")
+    with captured_bottleneck(student) as box:
+        segment(student, pixels)
+    assert float(distance(box["features"], pixels, labels).detach()) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        for p in encoder_of(student).parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    with captured_bottleneck(student) as box:
+        segment(student, pixels)
+    loss = distance(box["features"], pixels, labels)
+    assert float(loss) > 0.01
+    assert float(distance(box["features"], pixels, torch.zeros_like(labels))) == 0.0  # road: not a thing class
+    loss.backward()
+    with torch.no_grad():
+        for p in encoder_of(student).parameters():
+            p.sub_(0.1 * p.grad)
+    with captured_bottleneck(student) as box:
+        segment(student, pixels)
+    assert float(distance(box["features"], pixels, labels)) < float(loss)
+    source, target = _scene_data(8, "source"), _scene_data(8, "target")
+    things = torch.where(source.labels == 255, source.labels, 11)  # persons, filling every feature cell
+    source = TrainingData(source.images, things, "source")
+    plain, plain_log = train_uda(start.model("segformer"), source, target, FAST.replace(steps=4))
+    pulled, log = train_uda(start.model("segformer"), source, target, FAST.replace(steps=4, feature_distance=0.5))
+    assert "mean_feature_distance_loss" in log and "mean_feature_distance_loss" not in plain_log
+    assert not _same_weights(plain, pulled)
+    assert all(bool(p.isfinite().all()) for p in pulled.parameters())  # the distance is 0 at step 1: no NaN
+    with pytest.raises(SegmergeError, match="feature_distance"):
+        FAST.replace(feature_distance=-1.0)

@@ -29,11 +29,18 @@ def bench(
         bool, typer.Option("--quick", help="one seed, short training, small sweep, the shipped encoder (< 3 min)")
     ] = False,
     seed: Annotated[
-        list[int] | None, typer.Option("--seed", help="training seed; repeat for several (default: 0 1 2, quick: 0)")
+        list[int] | None, typer.Option("--seed", help="training seed; repeat for several (default: 3 4 5, quick: 0)")
     ] = None,
     regime: Annotated[
         list[str] | None, typer.Option("--regime", help="appearance and/or classes (default: both)")
     ] = None,
+    pretrain: Annotated[
+        bool,
+        typer.Option(
+            "--pretrain",
+            help="pre-train the shared start from scratch (12000 steps, ~15 min) instead of using the shipped one",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the claims object as JSON on stdout")] = False,
     evaluation_reports: Annotated[
         bool | None,
@@ -57,6 +64,8 @@ def bench(
         settings = settings.with_seeds(tuple(seed))
     if regime:
         settings = replace(settings, regimes=tuple(regime))
+    if pretrain:
+        settings = replace(settings, pretrain_from_scratch=True)
     command = "segmerge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "segmerge bench"
     if evaluation_reports is None:
         evaluation_reports = settings.evaluation_reports

@@ -36,6 +36,9 @@ class TrainConfig:
     scales: tuple[float, float] | None = None
     #: Colour jitter and blur on self-training's mixed images, as DACS and DAFormer do.
     strong_augment: bool = True
+    #: Weight of DAFormer's thing-class feature distance to the start's encoder in self-training
+    #: (:mod:`~segmerge_bench.training.feature_distance`; DAFormer: 0.005); 0 leaves it out.
+    feature_distance: float = 0.0
     threads: int = 2
     deterministic: bool = True
     progress: bool = True
@@ -61,6 +64,8 @@ class TrainConfig:
             raise SegmergeError(f"TrainConfig.scales must be (low, high) with 0 < low <= high, got {self.scales!r}")
         if not self.lr > 0 or not self.decoder_lr_mult > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise SegmergeError("TrainConfig: lr and decoder_lr_mult must be > 0, weight_decay and warmup_steps >= 0")
+        if not self.feature_distance >= 0:
+            raise SegmergeError(f"TrainConfig.feature_distance must be >= 0, got {self.feature_distance!r}")
         if not 0.0 <= self.ema_alpha < 1.0:
             raise SegmergeError(f"TrainConfig.ema_alpha must be in [0, 1), got {self.ema_alpha!r}")
         if not 0.0 < self.pseudo_label_threshold < 1.0:

@@ -3,7 +3,8 @@
 Each step: the EMA teacher pseudo-labels a batch of unlabelled target images; ClassMix
 pastes half of the classes of a labelled source batch onto them; the mixed images are
 colour-jittered and blurred (``strong_augment``, DAFormer's default); the student minimises
-the source cross-entropy plus the confidence-weighted cross-entropy on the mixed images.
+the source cross-entropy plus the confidence-weighted cross-entropy on the mixed images
+(plus, with ``feature_distance`` > 0, DAFormer's thing-class feature distance to the start).
 With ``method="mic"`` it also predicts the pseudo-labels on the target images with most of
 each image hidden (:mod:`~segmerge_bench.training.masking`). Target labels are never read:
 the target data is stripped of them on entry.
@@ -11,6 +12,7 @@ the target data is stripped of them on entry.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 from torch import nn
@@ -20,6 +22,7 @@ from segmerge_bench.training.augment import strong_augment
 from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData, batches
+from segmerge_bench.training.feature_distance import FeatureDistance, captured_bottleneck
 from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
 from segmerge_bench.training.masking import masked
@@ -58,6 +61,7 @@ def train_uda(
     config = config.replace(description=config.description or "UDA")
     student = copy.deepcopy(start)
     teacher = EMATeacher(student, config.ema_alpha)
+    distance = FeatureDistance(start, config.feature_distance) if config.feature_distance > 0 else None
     with reproducible(config):
         source_stream, target_stream, mixing = self_training_streams(source, target, config)
         masking, augmenting = seeded_generator(config.seed, 3), seeded_generator(config.seed, 4)
@@ -67,7 +71,8 @@ def train_uda(
             pseudo = teacher.pseudo_labels(tgt.pixels, config.pseudo_label_threshold)
             mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
             mixed_pixels = strong_augment(mixed.pixels, augmenting) if config.strong_augment else mixed.pixels
-            source_loss = segmentation_loss(segment(student, src.pixels), src.labels)
+            with captured_bottleneck(student) if distance else contextlib.nullcontext({}) as features:
+                source_loss = segmentation_loss(segment(student, src.pixels), src.labels)
             mixed_loss = segmentation_loss(segment(student, mixed_pixels), mixed.labels, mixed.weight)
             stats = {
                 "pseudo_weight": pseudo.weight,
@@ -75,6 +80,10 @@ def train_uda(
                 "mixed_loss": float(mixed_loss.detach()),
             }
             loss = source_loss + mixed_loss
+            if distance:
+                distance_loss = distance(features["features"], src.pixels, src.labels)
+                stats["feature_distance_loss"] = float(distance_loss.detach())
+                loss = loss + distance_loss
             if method == "mic":
                 hidden = masked(tgt.pixels, masking)
                 masked_loss = segmentation_loss(segment(student, hidden), pseudo.labels) * pseudo.weight
