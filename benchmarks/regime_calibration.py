@@ -11,8 +11,10 @@ along the straight line between pairs of models (a = 0, 0.1, ..., 1). Asserts no
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/regime_calibration.py out.json \\
         --start src/segmerge_bench/zoo/shipped/shared_start.pt --lr 2e-4 --steps 1000 --threshold 0.6
 
-Roles (``--roles``): oracle, source-only-A/B, uda-A/B, mic-A/B. ``--double`` also trains every
-role for twice the steps (the convergence check). Rendered data is cached in ``--cache``.
+Roles (``--roles``): oracle, source-only-A/B, uda-A/B, mic-A/B. ``--source-b`` replaces source B by
+one of :data:`B_VARIANTS`; ``--feature-distance`` adds DAFormer's thing-class feature distance to
+UDA. ``--double`` also trains every role for twice the steps (the convergence check). Rendered data
+is cached in ``--cache``.
 The calibration runs of 2026-12-01 used warm-up 20 (``--warmup``) and one torch thread.
 """
 
@@ -22,6 +24,7 @@ import argparse
 import copy
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,6 +32,7 @@ import torch
 from segmerge.metrics import SemanticMetric
 from segmerge_bench.benchmark.regime import confident_pixels
 from segmerge_bench.synthetic import SyntheticDataset
+from segmerge_bench.synthetic.domains import APPEARANCE_B, TARGET, TARGET_FREQUENCIES, Domain
 from segmerge_bench.training import SharedStart, TrainConfig, train_source_only, train_target_oracle, train_uda
 from segmerge_bench.training.data import TrainingData, normalise
 from segmerge_bench.training.loss import upsample
@@ -37,12 +41,46 @@ from segmerge_bench.zoo.models import segment
 PAIRS = (("uda-A", "uda-B"), ("source-only-A", "source-only-B"), ("uda-A", "mic-A"), ("oracle", "uda-A"))
 
 
-def rendered(cache: Path, domain: str, split: str, n: int) -> TrainingData:
-    path = cache / f"{domain}-{split}-{n}.pt"
+#: Variants of source B, each moving one part of its shift (or all but two) to the target's, to
+#: find what keeps UDA from B from adapting. The name is part of the domain's name
+#: (``appearance-b-NAME``), which seeds its scenes.
+B_VARIANTS = {
+    "cam1": "camera half-way to the target's (height 1.5-2.4 m, horizon 0.34-0.42), objects x0.95",
+    "present": "terrain, truck and train drawn, at the target's frequencies",
+    "looks": "the target's class looks",
+    "optics": "the target's blur, noise and lighting",
+    "geomlooks": "the target's camera and object scale, all classes, the target's looks: only optics and "
+    "class frequencies differ",
+}
+
+
+def variant_of_b(name: str) -> Domain:
+    """Source B with the change :data:`B_VARIANTS` names."""
+    b, target = APPEARANCE_B, TARGET
+    absent = {k: TARGET_FREQUENCIES[k] for k in ("terrain", "truck", "train")}
+    changes = {
+        "cam1": {"camera": replace(b.camera, height=(1.5, 2.4), horizon=(0.34, 0.42)), "object_scale": 0.95},
+        "present": {"absent_classes": (), "frequencies": {**b.frequencies, **absent}},
+        "looks": {"looks": target.looks},
+        "optics": {"blur": target.blur, "noise": target.noise, "lighting": target.lighting},
+        "geomlooks": {
+            "camera": replace(b.camera, height=(1.2, 1.4), horizon=(0.4, 0.46)),
+            "object_scale": 1.0,
+            "absent_classes": (),
+            "frequencies": {**b.frequencies, **absent},
+            "looks": target.looks,
+        },
+    }[name]
+    return replace(b, name=f"appearance-b-{name}", **changes)
+
+
+def rendered(cache: Path, domain: str | Domain, split: str, n: int) -> TrainingData:
+    name = domain.name if isinstance(domain, Domain) else domain
+    path = cache / f"{name}-{split}-{n}.pt"
     if path.exists():
         saved = torch.load(path, weights_only=True)
-        return TrainingData(saved["images"], saved["labels"], f"{domain}/{split}")
-    data = TrainingData.from_samples(SyntheticDataset(domain, n=n, seed=0, split=split), True, f"{domain}/{split}")
+        return TrainingData(saved["images"], saved["labels"], f"{name}/{split}")
+    data = TrainingData.from_samples(SyntheticDataset(domain, n=n, seed=0, split=split), True, f"{name}/{split}")
     cache.mkdir(parents=True, exist_ok=True)
     torch.save({"images": data.images, "labels": data.labels}, path)
     return data
@@ -86,12 +124,17 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/segmerge-regime-data"))
+    parser.add_argument("--source-b", choices=sorted(B_VARIANTS), default=None, help="a variant of source B")
+    parser.add_argument(
+        "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     test = rendered(args.cache, "target", "test", args.test_images)
     target = rendered(args.cache, "target", "train", args.images)
-    sources = {s: rendered(args.cache, f"appearance-{s.lower()}", "train", args.images) for s in "AB"}
+    domains = {"A": "appearance-a", "B": variant_of_b(args.source_b) if args.source_b else "appearance-b"}
+    sources = {s: rendered(args.cache, domains[s], "train", args.images) for s in "AB"}
     start = SharedStart.load(args.start)
     results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     scores, logs, pseudo, lines = {}, {}, {}, {}
@@ -105,6 +148,7 @@ def main() -> None:
             warmup_steps=min(args.warmup, steps),
             pseudo_label_threshold=args.threshold,
             scales=tuple(args.scales) if args.scales else None,
+            feature_distance=args.feature_distance,
             threads=args.threads,
             progress=False,
         )
