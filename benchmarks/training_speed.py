@@ -4,10 +4,9 @@ what a full run's training would take from them.
 
 Each kind (source-only / oracle SegFormer, DACS and MIC UDA SegFormer, DAFormer-head UDA,
 panoptic UDA) trains ``--steps`` steps from the shipped start, in alternating rounds, with
-deterministic kernels on (the default) and off; the first ``--warm`` steps of each run are
-not counted. Medians over rounds. Then the full run's training time is estimated from the
-models :func:`segmerge_bench.benchmark.models.regime_specs` lists, the oracle per seed, the
-first seed's convergence runs (twice as long) and unshared-init control, at
+deterministic kernels on (the default) and off. Medians over rounds. Then the full run's
+training time is estimated from the models ``regime_specs`` lists, the oracle per seed, the
+first seed's convergence runs (twice as long) and unshared-init controls, at
 ``FINE_TUNE.steps`` steps. Run it on an idle machine; it prints the load average.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/training_speed.py --steps 30 --rounds 3
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 import torch
 
@@ -38,22 +36,21 @@ def data(domain: str, n: int, instances: bool = False) -> TrainingData:
 
 
 def seconds_per_step(kind: str, start: SharedStart, source, target, config) -> float:
-    """Seconds per step after the first ``warm`` ones: two runs, ``warm`` and ``warm + steps``."""
-    times = []
-    for steps in (config.warm, config.warm + config.steps):
-        settings = FULL.uda.replace(steps=steps, warmup_steps=1, threads=config.threads, progress=False)
-        settings = settings.replace(deterministic=config.deterministic)
-        began = time.perf_counter()
-        if kind == "source-only":
-            train_source_only(start.model("segformer"), source, settings)
-        elif kind in ("uda", "mic"):
-            train_uda(start.model("segformer"), source, target, settings, method="mic" if kind == "mic" else "dacs")
-        elif kind == "daformer uda":
-            train_uda(start.model("daformer"), source, target, settings)
-        else:
-            train_panoptic_uda(start.model("panoptic"), source, target, settings)
-        times.append(time.perf_counter() - began)
-    return (times[1] - times[0]) / config.steps
+    """Seconds per step of a ``config.steps``-step run (the loop's own clock: model copies and
+    data set-up excluded)."""
+    settings = FULL.uda.replace(steps=config.steps, warmup_steps=1, threads=config.threads, progress=False)
+    settings = settings.replace(deterministic=config.deterministic)
+    if kind == "source-only":
+        _, log = train_source_only(start.model("segformer"), source, settings)
+    elif kind in ("uda", "mic"):
+        _, log = train_uda(
+            start.model("segformer"), source, target, settings, method="mic" if kind == "mic" else "dacs"
+        )
+    elif kind == "daformer uda":
+        _, log = train_uda(start.model("daformer"), source, target, settings)
+    else:
+        _, log = train_panoptic_uda(start.model("panoptic"), source, target, settings)
+    return log["seconds"] / config.steps
 
 
 def full_run_steps() -> dict[str, float]:
@@ -82,7 +79,6 @@ def full_run_steps() -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="counted steps per run")
-    parser.add_argument("--warm", type=int, default=5, help="uncounted first steps")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=64)

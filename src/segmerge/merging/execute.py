@@ -72,8 +72,9 @@ def merge_key(
         return streamed_weighted_sum(key_plan, sources, metas or [s.metas() for s in sources], tally)
     tensors = [_finite(sources[i], k) for i, k in key_plan.sources]
     if tally is not None:
-        for position, ((i, _), tensor) in enumerate(zip(key_plan.sources, tensors, strict=True)):
-            tallied(tally, key_plan, position, i, tensor)
+        for (i, _), tensor in zip(key_plan.sources, tensors, strict=True):
+            tally.add(i, tensor)
+        tally.close(key_plan.layer, tensors[0].ndim)
     out_dtype = tensors[0].dtype
     leaf = leaf_of(key_plan.key)
     if leaf in (BN_MEAN, BN_VAR):
@@ -82,14 +83,6 @@ def merge_key(
         base_tensor = _finite(base, key_plan.key) if method.needs_base else None
         merged = method.combine(tensors, key_plan.weights, base_tensor, key_plan.key)
     return merged.to(out_dtype)
-
-
-def tallied(tally: SimilarityTally, key_plan: KeyPlan, position: int, model: int, tensor: torch.Tensor) -> None:
-    values = tally.values(tensor)
-    if position == 0:
-        tally.anchor(values)
-    else:
-        tally.donor(key_plan.layer, model, values)
 
 
 def streamed_weighted_sum(
@@ -109,15 +102,17 @@ def streamed_weighted_sum(
     dtypes = [metas[i][k].dtype for i, k in key_plan.sources]
     accumulate = torch.float64 if torch.float64 in dtypes else torch.float32
     out = None
-    for position, ((i, k), weight) in enumerate(zip(key_plan.sources, key_plan.weights, strict=True)):
+    for (i, k), weight in zip(key_plan.sources, key_plan.weights, strict=True):
         with borrowed(sources[i], k) as tensor:
             if tally is not None:
-                tallied(tally, key_plan, position, i, tensor)
+                tally.add(i, tensor)
             if out is None:
                 out = first_term(tensor, weight, accumulate)
             else:
                 out.add_(tensor.to(accumulate), alpha=weight)
             del tensor
+    if tally is not None:
+        tally.close(key_plan.layer, len(metas[key_plan.sources[0][0]][key_plan.sources[0][1]].shape))
     if not all_finite(out):
         # A NaN/Inf in any input leaves the sum non-finite (with weight 0 too: 0 * inf is NaN), so
         # one check of the sum stands for one per input; only a non-finite sum looks at each input,
