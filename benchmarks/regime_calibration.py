@@ -2,9 +2,9 @@
 """Measure the benchmark's regime for one training setting, without a whole ``segmerge bench`` run.
 
 What docs/benchmark.md's calibration table comes from: trains the oracle, the source-only and
-the adapted SegFormers of the appearance regime (seed 0) from a shared start with the given
-learning rate, steps and pseudo-label threshold, through the harness's own training
-functions, and prints and saves (JSON) each model's target mIoU, the adapted models'
+the adapted SegFormers of the appearance regime (training seed 0 or ``--seed``; data seed 0)
+from a shared start with the given learning rate, steps and pseudo-label threshold, through
+the harness's own training functions, and prints and saves (JSON) each model's target mIoU, the adapted models'
 pseudo-label coverage and accuracy on the labelled target training images, and target mIoU
 along the straight line between pairs of models (a = 0, 0.1, ..., 1). Asserts nothing.
 
@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/segmerge-regime-data"))
     parser.add_argument("--source-b", choices=sorted(B_VARIANTS), default=None, help="a variant of source B")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (batches, mixing, decoder dropout)")
     parser.add_argument(
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
@@ -163,6 +164,7 @@ def main() -> None:
             scales=tuple(args.scales) if args.scales else None,
             feature_distance=args.feature_distance,
             threads=args.threads,
+            seed=args.seed,
             progress=False,
         )
 
