@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--source-b", choices=sorted(B_VARIANTS), default=None, help="a variant of source B")
     parser.add_argument("--seed", type=int, default=0, help="training seed (batches, mixing, decoder dropout)")
     parser.add_argument(
+        "--pseudo-weighting", choices=("batch", "pixel"), default="batch", help="pseudo-label weights (UDA)"
+    )
+    parser.add_argument(
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
     args = parser.parse_args()
@@ -163,6 +166,7 @@ def main() -> None:
             pseudo_label_threshold=args.threshold,
             scales=tuple(args.scales) if args.scales else None,
             feature_distance=args.feature_distance,
+            pseudo_label_weighting=args.pseudo_weighting,
             threads=args.threads,
             seed=args.seed,
             progress=False,

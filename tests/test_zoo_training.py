@@ -355,3 +355,29 @@ def test_feature_distance_pulls_thing_features_back_to_the_start(start):
     assert all(bool(p.isfinite().all()) for p in pulled.parameters())  # the distance is 0 at step 1: no NaN
     with pytest.raises(SegmergeError, match="feature_distance"):
         FAST.replace(feature_distance=-1.0)
+
+
+def test_pixel_pseudo_label_weights_are_the_confident_pixels(start):
+    teacher = EMATeacher(start.model("segformer"), 0.99)
+    from segmerge_bench.training.data import normalise
+
+    pixels = normalise(_scene_data(4).images)
+    with torch.no_grad():
+        from segmerge_bench.training.loss import upsample
+
+        top = upsample(segment(teacher.model, pixels), pixels.shape[-2:]).softmax(1).max(1).values
+    threshold = float(top.median())  # about half the pixels confident
+    pseudo = teacher.pseudo_labels(pixels, threshold)
+    assert 0.2 < pseudo.weight < 0.8
+    weights = pseudo.pixel_weights("pixel")
+    assert weights.shape == pseudo.labels.shape and set(weights.unique().tolist()) <= {0.0, 1.0}
+    assert float(weights.mean()) == pytest.approx(pseudo.weight)
+    assert pseudo.pixel_weights("batch") == pseudo.weight
+    source, target = _scene_data(8, "source"), _scene_data(8, "target")
+    config = FAST.replace(steps=4, pseudo_label_threshold=threshold)
+    batch, _ = train_uda(start.model("segformer"), source, target, config)
+    pixel, log = train_uda(start.model("segformer"), source, target, config.replace(pseudo_label_weighting="pixel"))
+    mic, _ = train_uda(start.model("segformer"), source, target, config.replace(pseudo_label_weighting="pixel"), "mic")
+    assert not _same_weights(batch, pixel) and not _same_weights(pixel, mic)
+    with pytest.raises(SegmergeError, match="pseudo_label_weighting"):
+        FAST.replace(pseudo_label_weighting="soft")

@@ -19,7 +19,7 @@ from segmerge.labels import IGNORE_INDEX
 class Mixed:
     pixels: torch.Tensor  # [B,3,H,W]
     labels: torch.Tensor  # int64 [B,H,W]
-    weight: torch.Tensor  # float [B,H,W]: 1 on pasted source pixels, the pseudo-label weight elsewhere
+    weight: torch.Tensor  # float [B,H,W]: 1 on pasted source pixels, the pseudo-labels' weight elsewhere
     mask: torch.Tensor  # bool [B,H,W]: the pasted source pixels
 
 
@@ -41,10 +41,11 @@ def class_mix(
     source_labels: torch.Tensor,
     target_pixels: torch.Tensor,
     pseudo_labels: torch.Tensor,
-    pseudo_weight: float,
+    pseudo_weight: float | torch.Tensor,
     generator: torch.Generator,
 ) -> Mixed:
-    """Paste half of each source image's classes onto the paired target image."""
+    """Paste half of each source image's classes onto the paired target image. ``pseudo_weight``:
+    the pseudo-labels' weight, one for the batch or per pixel [B,H,W]."""
     mask = class_masks(source_labels, generator)
     pixels = torch.where(mask.unsqueeze(1), source_pixels, target_pixels)
     labels = torch.where(mask, source_labels, pseudo_labels)

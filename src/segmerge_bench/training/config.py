@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from segmerge.errors import SegmergeError
 
 SCHEDULES = ("poly", "cosine")
+PSEUDO_LABEL_WEIGHTINGS = ("batch", "pixel")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class TrainConfig:
     #: Weight of DAFormer's thing-class feature distance to the start's encoder in self-training
     #: (:mod:`~segmerge_bench.training.feature_distance`; DAFormer: 0.005); 0 leaves it out.
     feature_distance: float = 0.0
+    #: How self-training weights its pseudo-labels: ``"batch"`` (DAFormer: every pixel by the
+    #: batch's share of confident pixels) or ``"pixel"`` (1 on confident pixels, 0 elsewhere).
+    pseudo_label_weighting: str = "batch"
     threads: int = 2
     deterministic: bool = True
     progress: bool = True
@@ -64,6 +68,11 @@ class TrainConfig:
             raise SegmergeError(f"TrainConfig.scales must be (low, high) with 0 < low <= high, got {self.scales!r}")
         if not self.lr > 0 or not self.decoder_lr_mult > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise SegmergeError("TrainConfig: lr and decoder_lr_mult must be > 0, weight_decay and warmup_steps >= 0")
+        if self.pseudo_label_weighting not in PSEUDO_LABEL_WEIGHTINGS:
+            raise SegmergeError(
+                f"TrainConfig.pseudo_label_weighting {self.pseudo_label_weighting!r} is unknown; "
+                f"choose one of {', '.join(PSEUDO_LABEL_WEIGHTINGS)}"
+            )
         if not self.feature_distance >= 0:
             raise SegmergeError(f"TrainConfig.feature_distance must be >= 0, got {self.feature_distance!r}")
         if not 0.0 <= self.ema_alpha < 1.0:

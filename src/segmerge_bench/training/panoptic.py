@@ -83,6 +83,11 @@ def train_panoptic_uda(
     the source and mixed losses.
     """
     _check(start, source, "panoptic self-training")
+    if config.pseudo_label_weighting != "batch" or config.feature_distance:
+        raise SegmergeError(
+            "panoptic self-training weights pseudo-labels per batch, without feature distance: "
+            "pseudo_label_weighting 'pixel' and feature_distance are for train_uda"
+        )
     target = target.unlabelled()
     config = config.replace(description=config.description or "panoptic UDA")
     student = copy.deepcopy(start)

@@ -69,7 +69,8 @@ def train_uda(
         def step_loss(step: int):
             src, tgt = next(source_stream), next(target_stream)
             pseudo = teacher.pseudo_labels(tgt.pixels, config.pseudo_label_threshold)
-            mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
+            weights = pseudo.pixel_weights(config.pseudo_label_weighting)
+            mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, weights, mixing)
             mixed_pixels = strong_augment(mixed.pixels, augmenting) if config.strong_augment else mixed.pixels
             with captured_bottleneck(student) if distance else contextlib.nullcontext({}) as features:
                 source_loss = segmentation_loss(segment(student, src.pixels), src.labels)
@@ -86,7 +87,10 @@ def train_uda(
                 loss = loss + distance_loss
             if method == "mic":
                 hidden = masked(tgt.pixels, masking)
-                masked_loss = segmentation_loss(segment(student, hidden), pseudo.labels) * pseudo.weight
+                if isinstance(weights, float):
+                    masked_loss = segmentation_loss(segment(student, hidden), pseudo.labels) * weights
+                else:
+                    masked_loss = segmentation_loss(segment(student, hidden), pseudo.labels, weights)
                 stats["masked_loss"] = float(masked_loss.detach())
                 loss = loss + masked_loss
             return loss, stats

@@ -23,6 +23,12 @@ from segmerge_bench.zoo.models import segment
 class PseudoLabels:
     labels: torch.Tensor  # int64 [B,H,W]: the teacher's argmax
     weight: float  # fraction of pixels with max probability > threshold
+    confident: torch.Tensor  # bool [B,H,W]: the pixels with max probability > threshold
+
+    def pixel_weights(self, weighting: str) -> float | torch.Tensor:
+        """The pseudo-labels' loss weight: DAFormer's one share per batch (``"batch"``), or 1 on
+        confident pixels and 0 elsewhere (``"pixel"``, as FixMatch-style self-training does)."""
+        return self.confident.float() if weighting == "pixel" else self.weight
 
 
 class EMATeacher:
@@ -49,4 +55,5 @@ class EMATeacher:
     def pseudo_labels(self, pixels: torch.Tensor, threshold: float) -> PseudoLabels:
         probabilities = upsample(segment(self.model, pixels), pixels.shape[-2:]).softmax(dim=1)
         confidence, labels = probabilities.max(dim=1)
-        return PseudoLabels(labels, float((confidence > threshold).float().mean()))
+        confident = confidence > threshold
+        return PseudoLabels(labels, float(confident.float().mean()), confident)
