@@ -142,6 +142,7 @@ def main() -> None:
     parser.add_argument(
         "--pseudo-weighting", choices=("batch", "pixel"), default="batch", help="pseudo-label weights (UDA)"
     )
+    parser.add_argument("--ema", type=float, default=0.99, help="the EMA teacher's alpha (UDA)")
     parser.add_argument(
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
@@ -167,6 +168,7 @@ def main() -> None:
             scales=tuple(args.scales) if args.scales else None,
             feature_distance=args.feature_distance,
             pseudo_label_weighting=args.pseudo_weighting,
+            ema_alpha=args.ema,
             threads=args.threads,
             seed=args.seed,
             progress=False,
