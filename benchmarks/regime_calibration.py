@@ -144,6 +144,11 @@ def main() -> None:
     )
     parser.add_argument("--ema", type=float, default=0.99, help="the EMA teacher's alpha (UDA)")
     parser.add_argument(
+        "--uda-from-source-only",
+        action="store_true",
+        help="start UDA from the source-only model of its source trained just before (a source warm-up)",
+    )
+    parser.add_argument(
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
     args = parser.parse_args()
@@ -185,6 +190,10 @@ def main() -> None:
                 model, log = train_source_only(initial, sources[source], config(steps))
             elif kind in ("uda", "mic"):
                 method = "mic" if kind == "mic" else "dacs"
+                if args.uda_from_source_only:
+                    if f"source-only-{source}" not in models:
+                        raise SystemExit(f"--uda-from-source-only: put source-only-{source} before {role} in --roles")
+                    initial = copy.deepcopy(models[f"source-only-{source}"])
                 model, log = train_uda(initial, sources[source], target, config(steps), method=method)
                 pseudo[f"{role}@{steps}"] = confident_pixels(probabilities(model, target), args.threshold)
             else:
