@@ -463,6 +463,30 @@ def test_converted_segformer_loads_in_transformers_without_missing_keys(tmp_path
         assert torch.equal(state[key], expected[key])
 
 
+def test_a_converted_folder_appears_whole_with_its_config_or_not_at_all(tmp_path, monkeypatch):
+    from real_layouts import hf_segformer
+
+    import segmerge.checkpoints.hf_folder as hf_folder
+
+    folder = tmp_path / "hf_in"
+    _hf_folder(folder, hf_segformer(4))
+    assert CliRunner().invoke(app, ["convert", str(folder), str(tmp_path / "s.pth"), "--to", "mmseg"]).exit_code == 0
+
+    def broken(metas):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(hf_folder, "segformer_config", broken)
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "s.pth"), str(tmp_path / "hf_out"), "--to", "hf"])
+    assert result.exit_code != 0
+    assert not (tmp_path / "hf_out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["hf_in", "s.pth"]
+    monkeypatch.undo()
+    assert (
+        CliRunner().invoke(app, ["convert", str(tmp_path / "s.pth"), str(tmp_path / "hf_out"), "--to", "hf"]).exit_code
+        == 0
+    )
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (tmp_path / "hf_out").iterdir()}
+
+
 def test_daformer_and_mmseg1_segformer_merge_every_encoder_tensor(tmp_path):
     from real_layouts import mit_mmseg0, mit_mmseg1, segformer_head_mmseg1
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from segmerge.checkpoints import Checkpoint, open_checkpoint, write_checkpoint
+from segmerge.checkpoints import Checkpoint, open_checkpoint, output_format, write_checkpoint
 from segmerge.checkpoints.provenance import Provenance
 from segmerge.errors import CheckpointError, MergeError, RecipeError, SegmergeError
 from segmerge.merging.execute import execute
@@ -396,8 +396,11 @@ def convert(
             yield key, source.get(key) if conversion is None else conversion.build(source.get)
 
     provenance = make_provenance("", [], None) | {"converted": {"from": str(path), "layout": layout, "to": to}}
-    written = write_checkpoint(output, out_metas, tensors(), provenance, source, overwrite)
-    if written.is_dir() and not (written / "config.json").exists() and to == "hf":
-        (written / "config.json").write_text(segformer_config(out_metas))
+    # a Hugging Face folder gets a SegFormer config.json (unless the input folder's is copied),
+    # written into the folder before it appears, like everything else in it
+    copied = source.format == "hf-folder" and (Path(source.path) / "config.json").exists()
+    wanted = to == "hf" and output_format(output) == "hf-folder" and not copied
+    config = {"config.json": segformer_config(out_metas)} if wanted else {}
+    written = write_checkpoint(output, out_metas, tensors(), provenance, source, overwrite, extra_files=config)
     unchanged = kept if layout != to else []
     return written, layout, [k for k in unchanged if metas[k].is_float or k.endswith("num_batches_tracked")]

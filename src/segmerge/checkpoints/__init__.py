@@ -196,8 +196,10 @@ def write_checkpoint(
     provenance: Provenance | FixedProvenance | Mapping,
     template: Checkpoint | None = None,
     overwrite: bool = False,
+    extra_files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write tensors (given in ``metas`` order) as the path's format, atomically."""
+    """Write tensors (given in ``metas`` order) as the path's format, atomically. ``extra_files``
+    (name -> text; folders only) join a folder's files where the template brings none of that name."""
     if isinstance(provenance, Mapping):
         provenance = FixedProvenance(provenance)
     path = Path(path)
@@ -210,7 +212,12 @@ def write_checkpoint(
         folder_template = template.path if template is not None and template.format == "hf-folder" else None
         with atomic_folder(path) as tmp:
             write_hf_folder(tmp, folder_template, metas, tensors, provenance)
+            for name, text in (extra_files or {}).items():
+                if not (tmp / name).exists():
+                    (tmp / name).write_text(text)
         return path
+    if extra_files:
+        raise CheckpointError(f"{path}: files beside the weights ({', '.join(extra_files)}) need a folder output")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; give a file name for a {kind} output")
     with atomic_file(path) as tmp:
