@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -97,21 +96,16 @@ def probabilities(model, data: TrainingData, batch: int = 25):
         yield upsample(segment(model, pixels), pixels.shape[-2:]).softmax(1), data.labels[i : i + batch].long()
 
 
-SYNTHIA_ABSENT = (9, 14, 16)
-"""terrain, truck, train: the classes SYNTHIA (and source B) never label, left out of the 16-class mIoU."""
-
-
-def miou(model, data: TrainingData, classes16: bool = False) -> float:
-    """mIoU over the 19 classes, or (``classes16``) the mean IoU over SYNTHIA's 16 classes (a class
-    with neither labelled nor predicted pixels counts 0 there; the 19-class mean skips it)."""
+def confusion(model, data: TrainingData) -> SemanticMetric:
+    """The model's confusion counts on ``data`` (one inference pass for every score read off it)."""
     metric = SemanticMetric(19, ignore_index=255)
     for probs, labels in probabilities(model, data):
         metric.update(probs.argmax(1), labels)
-    result = metric.compute()
-    if not classes16:
-        return result.miou
-    kept = [float(iou) for c, iou in enumerate(result.iou) if c not in SYNTHIA_ABSENT]
-    return sum(0.0 if math.isnan(iou) else iou for iou in kept) / len(kept)
+    return metric
+
+
+def miou(model, data: TrainingData) -> float:
+    return confusion(model, data).compute().miou
 
 
 def interpolated(first, second, a: float):
@@ -199,8 +193,8 @@ def main() -> None:
             else:
                 raise SystemExit(f"unknown role {role!r}")
             name = f"{role}@{steps}"
-            scores[name] = miou(model, test)
-            scores[f"{name} (16 classes)"] = miou(model, test, classes16=True)
+            counts = confusion(model, test)  # mIoU over 19 classes, and SYNTHIA -> Cityscapes' 16
+            scores[name], scores[f"{name} (16 classes)"] = counts.compute().miou, counts.compute("synthia16").miou
             logs[name] = {k: v for k, v in log.items() if k not in ("losses", "snapshots")}
             if steps == args.steps:
                 models[role] = model
