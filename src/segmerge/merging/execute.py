@@ -12,7 +12,7 @@ from segmerge.errors import MergeError
 from segmerge.merging.keys import BN_MEAN, BN_VAR, leaf_of, sibling
 from segmerge.merging.methods.base import MergeMethod, first_term, weighted_sum
 from segmerge.merging.plan import Action, KeyPlan, MergePlan
-from segmerge.merging.relatedness import SimilarityTally, checked
+from segmerge.merging.relatedness import SimilarityTally, checked, key_ndim
 from segmerge.merging.sources import TensorMeta, TensorSource
 
 
@@ -112,7 +112,7 @@ def streamed_weighted_sum(
                 out.add_(tensor.to(accumulate), alpha=weight)
             del tensor
     if tally is not None:
-        tally.close(key_plan.layer, len(metas[key_plan.sources[0][0]][key_plan.sources[0][1]].shape))
+        tally.close(key_plan.layer, key_ndim(key_plan, metas))
     if not all_finite(out):
         # A NaN/Inf in any input leaves the sum non-finite (with weight 0 too: 0 * inf is NaN), so
         # one check of the sum stands for one per input; only a non-finite sum looks at each input,

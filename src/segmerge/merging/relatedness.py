@@ -9,13 +9,13 @@ prototype, a re-initialised decoder made the uniform soup collapse to ~0 mIoU).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from segmerge.merging.plan import Action, KeyPlan, MergePlan
-from segmerge.merging.sources import TensorSource
+from segmerge.merging.sources import TensorMeta, TensorSource
 
 UNRELATED_BELOW = 0.2
 
@@ -88,18 +88,25 @@ def checked(key_plan: KeyPlan) -> bool:
     return key_plan.action == Action.MERGED and len(key_plan.sources) >= 2
 
 
+def key_ndim(key_plan: KeyPlan, metas: Sequence[Mapping[str, TensorMeta]]) -> int:
+    """The dimensions of the key's tensors (the anchor's; ``metas``: each source's), for ``close``."""
+    model, key = key_plan.sources[0]
+    return len(metas[model][key].shape)
+
+
 def layer_similarities(
     plan: MergePlan, sources: Sequence[TensorSource], sample: int | None = SAMPLE
 ) -> list[LayerSimilarity]:
     """:class:`SimilarityTally` over every merged tensor, read for it (a peek of ``sample`` values
     where the source can read them alone)."""
     tally = SimilarityTally(sample)
+    metas = [s.metas() for s in sources]
     for key_plan in plan.keys:
         if not checked(key_plan):
             continue
         for i, key in key_plan.sources:
             tally.add(i, _sampled(sources[i], key, tally.sample))
-        tally.close(key_plan.layer, len(sources[key_plan.sources[0][0]].metas()[key_plan.sources[0][1]].shape))
+        tally.close(key_plan.layer, key_ndim(key_plan, metas))
     return tally.similarities()
 
 
