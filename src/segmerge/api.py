@@ -398,9 +398,8 @@ def convert(
     provenance = make_provenance("", [], None) | {"converted": {"from": str(path), "layout": layout, "to": to}}
     # a Hugging Face folder gets a SegFormer config.json (unless the input folder's is copied),
     # written into the folder before it appears, like everything else in it
-    copied = source.format == "hf-folder" and (Path(source.path) / "config.json").exists()
-    wanted = to == "hf" and output_format(output) == "hf-folder" and not copied
-    config = {"config.json": segformer_config(out_metas)} if wanted else {}
+    wanted = to == "hf" and output_format(output) == "hf-folder"
+    config = {"config.json": lambda: segformer_config(out_metas)} if wanted else {}
     written = write_checkpoint(output, out_metas, tensors(), provenance, source, overwrite, extra_files=config)
     unchanged = kept if layout != to else []
     return written, layout, [k for k in unchanged if metas[k].is_float or k.endswith("num_batches_tracked")]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -196,10 +196,11 @@ def write_checkpoint(
     provenance: Provenance | FixedProvenance | Mapping,
     template: Checkpoint | None = None,
     overwrite: bool = False,
-    extra_files: Mapping[str, str] | None = None,
+    extra_files: Mapping[str, Callable[[], str]] | None = None,
 ) -> Path:
     """Write tensors (given in ``metas`` order) as the path's format, atomically. ``extra_files``
-    (name -> text; folders only) join a folder's files where the template brings none of that name."""
+    (name -> a function giving its text; folders only) join a folder's files where the template
+    brings none of that name (the function is called only then)."""
     if isinstance(provenance, Mapping):
         provenance = FixedProvenance(provenance)
     path = Path(path)
@@ -214,7 +215,7 @@ def write_checkpoint(
             write_hf_folder(tmp, folder_template, metas, tensors, provenance)
             for name, text in (extra_files or {}).items():
                 if not (tmp / name).exists():
-                    (tmp / name).write_text(text)
+                    (tmp / name).write_text(text())
         return path
     if extra_files:
         raise CheckpointError(f"{path}: files beside the weights ({', '.join(extra_files)}) need a folder output")
