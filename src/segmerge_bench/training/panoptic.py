@@ -100,7 +100,8 @@ def train_panoptic_uda(
         def step_loss(step: int):
             src, tgt = next(source_stream), next(target_stream)
             pseudo = teacher.pseudo_labels(tgt.pixels, config.pseudo_label_threshold)
-            mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo.weight, mixing)
+            pseudo_weight = pseudo.weight
+            mixed = class_mix(src.pixels, src.labels, tgt.pixels, pseudo.labels, pseudo_weight, mixing)
             source_targets = instance_targets(src.instances, src.labels, weights.sigma)
             source_loss, _ = panoptic_loss(student(src.pixels), src.labels, source_targets, weights)
             output = student(strong_augment(mixed.pixels, augmenting) if config.strong_augment else mixed.pixels)
@@ -108,10 +109,10 @@ def train_panoptic_uda(
             if pseudo_instances:
                 with torch.no_grad():
                     taught = upsampled_outputs(teacher.model(tgt.pixels), tuple(tgt.pixels.shape[-2:]))
-                mixed_targets = _mixed_targets(source_targets, taught, pseudo.labels, pseudo.weight, mixed.mask, things)
+                mixed_targets = _mixed_targets(source_targets, taught, pseudo.labels, pseudo_weight, mixed.mask, things)
                 mixed_loss = mixed_loss + sum(instance_loss(output, mixed_targets, weights))
             stats = {
-                "pseudo_weight": pseudo.weight,
+                "pseudo_weight": pseudo_weight,
                 "source_loss": float(source_loss.detach()),
                 "mixed_loss": float(mixed_loss.detach()),
             }

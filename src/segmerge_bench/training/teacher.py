@@ -22,8 +22,12 @@ from segmerge_bench.zoo.models import segment
 @dataclass
 class PseudoLabels:
     labels: torch.Tensor  # int64 [B,H,W]: the teacher's argmax
-    weight: float  # fraction of pixels with max probability > threshold
     confident: torch.Tensor  # bool [B,H,W]: the pixels with max probability > threshold
+
+    @property
+    def weight(self) -> float:
+        """The share of confident pixels: DAFormer's weight of every pseudo-label of the batch."""
+        return float(self.confident.float().mean())
 
     def pixel_weights(self, weighting: str) -> float | torch.Tensor:
         """The pseudo-labels' loss weight: DAFormer's one share per batch (``"batch"``), or 1 on
@@ -55,5 +59,4 @@ class EMATeacher:
     def pseudo_labels(self, pixels: torch.Tensor, threshold: float) -> PseudoLabels:
         probabilities = upsample(segment(self.model, pixels), pixels.shape[-2:]).softmax(dim=1)
         confidence, labels = probabilities.max(dim=1)
-        confident = confidence > threshold
-        return PseudoLabels(labels, float(confident.float().mean()), confident)
+        return PseudoLabels(labels, confidence > threshold)
