@@ -143,6 +143,12 @@ def main() -> None:
         help="start UDA from the source-only model of its source trained just before (a source warm-up)",
     )
     parser.add_argument(
+        "--rare-classes", type=float, default=0.0, help="rare-class sampling temperature of UDA (DAFormer: 0.01)"
+    )
+    parser.add_argument(
+        "--uda-steps", type=int, default=None, help="UDA steps, when not --steps (e.g. after a warm-up)"
+    )
+    parser.add_argument(
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
     args = parser.parse_args()
@@ -157,7 +163,7 @@ def main() -> None:
     scores, logs, pseudo, lines = {}, {}, {}, {}
     models = {}
 
-    def config(steps: int) -> TrainConfig:
+    def config(steps: int, uda: bool = False) -> TrainConfig:
         return TrainConfig(
             steps=steps,
             lr=args.lr,
@@ -166,6 +172,7 @@ def main() -> None:
             pseudo_label_threshold=args.threshold,
             scales=tuple(args.scales) if args.scales else None,
             feature_distance=args.feature_distance,
+            rare_class_temperature=args.rare_classes if uda else 0.0,
             pseudo_label_weighting=args.pseudo_weighting,
             ema_alpha=args.ema,
             threads=args.threads,
@@ -188,7 +195,8 @@ def main() -> None:
                     if f"source-only-{source}" not in models:
                         raise SystemExit(f"--uda-from-source-only: put source-only-{source} before {role} in --roles")
                     initial = copy.deepcopy(models[f"source-only-{source}"])
-                model, log = train_uda(initial, sources[source], target, config(steps), method=method)
+                uda_steps = steps if args.uda_steps is None else args.uda_steps * steps // args.steps
+                model, log = train_uda(initial, sources[source], target, config(uda_steps, uda=True), method=method)
                 pseudo[f"{role}@{steps}"] = confident_pixels(probabilities(model, target), args.threshold)
             else:
                 raise SystemExit(f"unknown role {role!r}")

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from segmerge_bench.benchmark.regime import (
     RegimeMeasures,
@@ -103,6 +104,42 @@ def test_the_zoo_saves_checkpoints_along_a_run_and_reuses_them(tmp_path):
     # a snapshot the run did not save: the run is redone once, saving it
     quarter = zoo.snapshot_path(spec, 0.25)
     assert quarter.exists() and zoo.trained.count(spec.name) == 2
+
+
+@pytest.mark.parametrize("architecture", ["segformer", "panoptic"])
+def test_a_warm_started_uda_run_starts_from_its_source_only_model(tmp_path, architecture):
+    from dataclasses import replace
+
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, TrainedModelSpec
+    from segmerge_bench.benchmark.settings import QUICK
+    from segmerge_bench.benchmark.store import ArtifactStore
+    from segmerge_bench.training import TrainConfig
+    from segmerge_bench.zoo.models import load_model
+
+    tiny = TrainConfig(steps=3, batch_size=2, warmup_steps=1, threads=1, progress=False)
+    settings = replace(
+        QUICK,
+        source_images=6,
+        target_images=6,
+        source_only=tiny.replace(lr=1e-2),
+        uda=tiny.replace(lr=1e-9, steps=1),  # the UDA run leaves its model where it started
+        uda_warm_start=True,
+    )
+    store = ArtifactStore(tmp_path / "warm")
+    zoo = ModelZoo(settings, store, DataCache(settings, store, progress=False), progress=False)
+    uda = TrainedModelSpec(architecture, "uda", "appearance-b", 0)
+    adapted = dict(load_model(zoo.path(uda)).named_parameters())  # running statistics move at any rate
+    warm = zoo.warm_start(uda)
+    assert warm == TrainedModelSpec(architecture, "source-only", "appearance-b", 0)
+    assert zoo.trained == [warm.name, uda.name]  # the source-only model first, then UDA from it
+    source_only = dict(load_model(zoo.path(warm)).named_parameters())
+    start = dict(zoo.start().model(architecture).named_parameters())
+    moved = [k for k in start if not torch.equal(start[k], source_only[k])]
+    assert moved and all(torch.allclose(adapted[k], source_only[k], atol=1e-6) for k in moved)
+    assert zoo.warm_start(replace(uda, length=2)) == replace(warm, length=2)  # a longer run warms up longer
+    assert zoo.warm_start(warm) is None
+    cold = ModelZoo(replace(settings, uda_warm_start=False), store, zoo.data, progress=False)
+    assert cold.warm_start(uda) is None and cold.path(uda, retrain=True) != zoo.path(uda)
 
 
 def test_the_full_runs_spread_and_preconditions_travel_with_the_shipped_models(tmp_path):

@@ -381,3 +381,48 @@ def test_pixel_pseudo_label_weights_are_the_confident_pixels(start):
     assert not _same_weights(batch, pixel) and not _same_weights(pixel, mic)
     with pytest.raises(SegmergeError, match="pseudo_label_weighting"):
         FAST.replace(pseudo_label_weighting="soft")
+
+
+def _rare_class_labels() -> torch.Tensor:
+    """20 images of road (0); images 0 and 1 hold a block of class 5 (4% of each), image 2 a
+    speck of class 7 (0.05%, under DAFormer's 0.15%)."""
+    labels = torch.zeros(20, 32, 64, dtype=torch.uint8)
+    labels[0:2, :8, :10] = 5
+    labels[2, 0, 0] = 7
+    labels[3, -4:] = 255  # ignored pixels count for no class
+    return labels
+
+
+def test_rare_class_sampling_draws_classes_by_daformers_formula():
+    from segmerge_bench.training.rare_classes import RareClassSampler
+
+    labels = _rare_class_labels()
+    sampler = RareClassSampler.of(labels, temperature=0.01)
+    assert sampler.classes == (0, 5)  # the speck of 7 is too small to draw an image for
+    share = 2 * 80 / (20 * 32 * 64 - 4 * 64)  # class 5's share of the labelled pixels
+    expected = torch.softmax(torch.tensor([1 - (1 - share), 1 - share], dtype=torch.float64) / 0.01, 0)
+    assert torch.allclose(sampler.probabilities, expected)
+    drawn = sampler(4000, torch.Generator().manual_seed(0))
+    holding = (drawn < 2).double().mean()  # images 0 and 1: drawn for class 5, or for road like any other
+    assert abs(holding - (expected[1] + expected[0] * 2 / 20)) < 0.03
+    assert holding > 0.9  # a rare class nearly always wins at DAFormer's temperature; uniform draws give 0.1
+    with pytest.raises(SegmergeError, match="temperature"):
+        RareClassSampler.of(labels, temperature=0.0)
+    with pytest.raises(SegmergeError, match="nothing to draw"):
+        RareClassSampler.of(torch.full_like(labels, 255), temperature=0.01)  # every pixel ignored
+
+
+def test_loops_draw_labelled_batches_by_rare_class_when_configured():
+    from segmerge_bench.training.data import labelled_batches
+
+    labels = _rare_class_labels()
+    data = TrainingData(torch.zeros(*labels.shape, 3, dtype=torch.uint8), labels, "rare")
+
+    def class_five_share(config):
+        stream = labelled_batches(data, config, torch.Generator().manual_seed(0))
+        return sum(float((next(stream).labels == 5).any(dim=(1, 2)).float().mean()) for _ in range(50)) / 50
+
+    assert class_five_share(FAST.replace(rare_class_temperature=0.01)) > 0.8
+    assert class_five_share(FAST) < 0.3
+    with pytest.raises(SegmergeError, match="rare_class"):
+        FAST.replace(rare_class_temperature=-1.0)

@@ -28,8 +28,8 @@ from segmerge_bench.training import (
     train_target_oracle,
     train_uda,
 )
-from segmerge_bench.training.panoptic import train_panoptic_uda
-from segmerge_bench.zoo.models import build_model, decoder_of, save_model
+from segmerge_bench.training.panoptic import train_panoptic_supervised, train_panoptic_uda
+from segmerge_bench.zoo.models import build_model, decoder_of, load_model, save_model
 from segmerge_bench.zoo.panoptic import ARCHITECTURE as PANOPTIC
 
 MIC = "uda-mic"
@@ -168,12 +168,20 @@ class ModelZoo:
             snapshots=tuple(sorted({snapshot_step(f, steps) for f in spec.snapshots})),
         )
 
+    def warm_start(self, spec: TrainedModelSpec) -> TrainedModelSpec | None:
+        """The source-only model a UDA run starts from when ``settings.uda_warm_start`` (same
+        architecture, source, seed, decoder init and length), else None: it starts from the shared start."""
+        if not self.settings.uda_warm_start or spec.recipe not in ("uda", MIC):
+            return None
+        return replace(spec, recipe="source-only", snapshots=())
+
     def _key(self, spec: TrainedModelSpec) -> str:
         s = self.settings
         self.start()
         fields = {k: v for k, v in spec.__dict__.items() if k != "snapshots" and not (k == "length" and v == 1)}
+        warm = self.warm_start(spec)
         return cache_key(
-            start=self._start_key,
+            start=self._start_key if warm is None else self._key(warm),
             spec=fields,
             source_images=s.source_images,
             target_images=s.target_images,
@@ -205,12 +213,16 @@ class ModelZoo:
             return path
 
         def make(temporary: Path) -> None:
-            model = self._initial(start, spec)
+            warm = self.warm_start(spec)
+            model = self._initial(start, spec) if warm is None else load_model(self.path(warm))
             if spec.architecture == PANOPTIC and spec.recipe == "uda":
                 source = self.data.source(spec.source, instances=True)
                 model, log = train_panoptic_uda(model, source, self.data.target_train(), config)
+            elif spec.architecture == PANOPTIC and spec.recipe == "source-only":
+                source = self.data.source(spec.source, instances=True)
+                model, log = train_panoptic_supervised(model, source, config)
             elif spec.architecture == PANOPTIC:
-                raise SegmergeError(f"{spec.name}: the benchmark trains panoptic models by UDA only")
+                raise SegmergeError(f"{spec.name}: the benchmark trains panoptic models source-only or by UDA")
             elif spec.recipe == "source-only":
                 model, log = train_source_only(model, self.data.source(spec.source), config)
             elif spec.recipe in ("uda", MIC):

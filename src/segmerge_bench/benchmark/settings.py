@@ -104,6 +104,10 @@ class BenchSettings:
     #: shipped with segmerge (False), which ``PRETRAIN_CONFIG`` made: the issue's time budget counts
     #: from the shipped start.
     pretrain_from_scratch: bool = False
+    #: Start every UDA run from the source-only model of its source, seed and architecture instead of
+    #: the shared start (a source warm-up, as CBST-style self-training starts from a source model):
+    #: from source B it is the lever that made self-training adapt (docs/benchmark.md).
+    uda_warm_start: bool = False
     #: Train one extra UDA model from another decoder init (first seed only) to show the shared-init precondition.
     unshared_init_control: bool = True
     #: Check convergence (twice-as-long runs of the oracle and the adapted models) on this many seeds, the first.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from segmerge.errors import SegmergeError
+from segmerge_bench.training.rare_classes import DAFORMER_MIN_SHARE
 
 SCHEDULES = ("poly", "cosine")
 PSEUDO_LABEL_WEIGHTINGS = ("batch", "pixel")
@@ -43,6 +44,12 @@ class TrainConfig:
     #: How self-training weights its pseudo-labels: ``"batch"`` (DAFormer: every pixel by the
     #: batch's share of confident pixels) or ``"pixel"`` (1 on confident pixels, 0 elsewhere).
     pseudo_label_weighting: str = "batch"
+    #: DAFormer's rare-class sampling of labelled batches (:mod:`~segmerge_bench.training.rare_classes`):
+    #: its temperature (DAFormer: 0.01); 0 draws images uniformly. ``rare_class_min_share``: the
+    #: share of an image a class must cover for the image to be drawn for it (DAFormer's 3000
+    #: pixels of a GTA5 label).
+    rare_class_temperature: float = 0.0
+    rare_class_min_share: float = DAFORMER_MIN_SHARE
     threads: int = 2
     deterministic: bool = True
     progress: bool = True
@@ -72,6 +79,11 @@ class TrainConfig:
             raise SegmergeError(
                 f"TrainConfig.pseudo_label_weighting {self.pseudo_label_weighting!r} is unknown; "
                 f"choose one of {', '.join(PSEUDO_LABEL_WEIGHTINGS)}"
+            )
+        if not self.rare_class_temperature >= 0 or not 0 <= self.rare_class_min_share < 1:
+            raise SegmergeError(
+                "TrainConfig: rare_class_temperature must be >= 0 and rare_class_min_share in [0, 1), got "
+                f"{self.rare_class_temperature!r} and {self.rare_class_min_share!r}"
             )
         if not self.feature_distance >= 0:
             raise SegmergeError(f"TrainConfig.feature_distance must be >= 0, got {self.feature_distance!r}")

@@ -10,7 +10,7 @@ two runs with one seed see the same batches.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 from segmerge.errors import SegmergeError
 from segmerge.labels import IGNORE_INDEX, THING_TRAIN_IDS
 from segmerge.segmenters.base import IMAGENET_MEAN, IMAGENET_STD
+from segmerge_bench.training.config import TrainConfig
+from segmerge_bench.training.rare_classes import RareClassSampler
 
 
 def panoptic_truth(labels: torch.Tensor, instances: torch.Tensor, thing_ids) -> tuple:
@@ -148,16 +150,22 @@ def batches(
     generator: torch.Generator,
     flip: bool = True,
     scales: tuple[float, float] | None = None,
+    sampler: Callable[[int, torch.Generator], torch.Tensor] | None = None,
 ) -> Iterator[Batch]:
-    """Endless batches: a fresh permutation every epoch, each image flipped left-right with p = 0.5,
-    and with ``scales`` = (low, high) each batch rescaled by a factor drawn from that range, then
-    cropped or padded (labels: ignore) back to the image size - mmseg's resize-and-crop."""
+    """Endless batches: a fresh permutation every epoch (or the images ``sampler`` draws, e.g.
+    :class:`~segmerge_bench.training.rare_classes.RareClassSampler`), each image flipped
+    left-right with p = 0.5, and with ``scales`` = (low, high) each batch rescaled by a factor
+    drawn from that range, then cropped or padded (labels: ignore) back to the image size -
+    mmseg's resize-and-crop."""
     n = len(data)
     order = torch.empty(0, dtype=torch.long)
     while True:
-        while len(order) < batch_size:
-            order = torch.cat([order, torch.randperm(n, generator=generator)])
-        index, order = order[:batch_size], order[batch_size:]
+        if sampler is not None:
+            index = sampler(batch_size, generator)
+        else:
+            while len(order) < batch_size:
+                order = torch.cat([order, torch.randperm(n, generator=generator)])
+            index, order = order[:batch_size], order[batch_size:]
         images = data.images[index]
         labels = data.labels[index].long() if data.labels is not None else None
         instances = data.instances[index].long() if data.instances is not None else None
@@ -172,6 +180,17 @@ def batches(
         if scales is not None:
             pixels, labels, instances = rescaled(pixels, labels, instances, scales, generator)
         yield Batch(pixels, labels, instances)
+
+
+def labelled_batches(data: TrainingData, config: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
+    """The batches a loop trains on from labelled ``data`` under ``config``: its batch size, flips,
+    rescaling and, with ``rare_class_temperature`` > 0, DAFormer's rare-class sampling."""
+    sampler = None
+    if config.rare_class_temperature > 0:
+        sampler = RareClassSampler.of(
+            data.labels, config.rare_class_temperature, config.rare_class_min_share, name=data.name
+        )
+    return batches(data, config.batch_size, generator, config.flip, config.scales, sampler)
 
 
 def rescaled(pixels, labels, instances, scales: tuple[float, float], generator: torch.Generator):

@@ -27,7 +27,7 @@ from segmerge.labels import THING_TRAIN_IDS
 from segmerge_bench.training.augment import strong_augment
 from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
-from segmerge_bench.training.data import TrainingData, batches
+from segmerge_bench.training.data import TrainingData, labelled_batches
 from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
 from segmerge_bench.training.panoptic_loss import (
@@ -57,7 +57,7 @@ def train_panoptic_supervised(
     model = copy.deepcopy(start)
     config = config.replace(description=config.description or "panoptic")
     with reproducible(config):
-        stream = batches(data, config.batch_size, seeded_generator(config.seed, 0), config.flip)
+        stream = labelled_batches(data, config, seeded_generator(config.seed, 0))
 
         def step_loss(step: int):
             batch = next(stream)

@@ -21,7 +21,7 @@ from segmerge.errors import SegmergeError
 from segmerge_bench.training.augment import strong_augment
 from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
-from segmerge_bench.training.data import TrainingData, batches
+from segmerge_bench.training.data import TrainingData, batches, labelled_batches
 from segmerge_bench.training.feature_distance import FeatureDistance, captured_bottleneck
 from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
@@ -34,7 +34,7 @@ def self_training_streams(source: TrainingData, target: TrainingData, config: Tr
     """The seeded random streams of a self-training run: source batches, target batches, and the
     generator ClassMix draws from - one per purpose, so a run is reproducible from its seed."""
     return (
-        batches(source, config.batch_size, seeded_generator(config.seed, 0), config.flip, config.scales),
+        labelled_batches(source, config, seeded_generator(config.seed, 0)),
         batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip),
         seeded_generator(config.seed, 2),
     )

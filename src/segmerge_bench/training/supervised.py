@@ -13,7 +13,7 @@ from torch import nn
 
 from segmerge.errors import SegmergeError
 from segmerge_bench.training.config import TrainConfig
-from segmerge_bench.training.data import TrainingData, batches
+from segmerge_bench.training.data import TrainingData, labelled_batches
 from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
 from segmerge_bench.zoo.models import segment
@@ -25,7 +25,7 @@ def train_supervised(start: nn.Module, data: TrainingData, config: TrainConfig) 
         raise SegmergeError(f"{data.name or 'training data'}: supervised training needs labels")
     model = copy.deepcopy(start)
     with reproducible(config):
-        stream = batches(data, config.batch_size, seeded_generator(config.seed, 0), config.flip, config.scales)
+        stream = labelled_batches(data, config, seeded_generator(config.seed, 0))
 
         def step_loss(step: int):
             batch = next(stream)
