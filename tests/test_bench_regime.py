@@ -97,6 +97,10 @@ def test_the_zoo_saves_checkpoints_along_a_run_and_reuses_them(tmp_path):
     half = zoo.snapshot_path(spec, 0.5)
     assert half != final and half.name.startswith("segformer-source-only-appearance-a-seed0-step2")
     assert zoo.trained == [spec.name]  # one run gave both
+    # a later run resuming from the cache trains nothing, yet knows what the model cost to train
+    resumed = ModelZoo(settings, store, zoo.data, progress=False)
+    assert resumed.path(spec) == final and resumed.trained == []
+    assert resumed.training_seconds == zoo.training_seconds and zoo.training_seconds[spec.name] > 0
     assert zoo.snapshot_path(spec, 0.5) == half and zoo.trained == [spec.name]
     longer = replace(spec, length=2)
     assert zoo.config_for(longer).steps == 8 and longer.name.endswith("-x2-seed0")
@@ -174,3 +178,53 @@ def test_confident_pixels_counts_coverage_and_accuracy_over_labelled_pixels():
     labels = torch.tensor([[[0, 0], [0, 255]]])  # the last pixel is ignored
     # above 0.6: pixels 0 (class 0, right) and 1 (class 1, wrong); pixel 2 is below; pixel 3 unlabelled
     assert confident_pixels([(probabilities, labels)], 0.6) == {"coverage": 2 / 3, "accuracy": 0.5}
+
+
+def test_the_pool_trains_what_the_cache_lacks_side_by_side_and_the_run_reuses_it(tmp_path):
+    from dataclasses import replace
+
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, TrainedModelSpec, oracle_spec
+    from segmerge_bench.benchmark.settings import QUICK
+    from segmerge_bench.benchmark.store import ArtifactStore
+    from segmerge_bench.benchmark.training_pool import train_ahead
+    from segmerge_bench.training import TrainConfig
+
+    tiny = TrainConfig(steps=2, batch_size=2, warmup_steps=1, threads=2, progress=False)
+    settings = replace(
+        QUICK, source_images=6, target_images=6, source_only=tiny, uda=tiny, oracle=tiny, uda_warm_start=True
+    )
+    store = ArtifactStore(tmp_path)
+    zoo = ModelZoo(settings, store, DataCache(settings, store, progress=False), progress=False)
+    uda = [TrainedModelSpec("segformer", "uda", source, 0) for source in ("appearance-a", "appearance-b")]
+    specs = [*uda, oracle_spec(0)]
+    assert train_ahead(zoo, specs, processes=1) == []  # one process: the run trains on demand
+    lines: list[str] = []
+    trained = train_ahead(zoo, specs, processes=2, log=lines.append)
+    warm = [zoo.warm_start(spec) for spec in uda]
+    assert sorted(trained) == sorted(s.name for s in [*specs, *warm]) and len(lines) == 5
+    assert all(trained.index(w.name) < trained.index(u.name) for w, u in zip(warm, uda, strict=True))
+    resumed = ModelZoo(settings, store, zoo.data, progress=False)
+    for spec in specs:
+        resumed.path(spec)
+    assert resumed.trained == [] and set(resumed.training_seconds) == {s.name for s in specs}
+    assert train_ahead(zoo, specs, processes=2) == []
+
+
+def test_run_specs_lists_every_model_a_full_run_trains_once():
+    from segmerge_bench.benchmark.models import oracle_spec, regime_specs, unshared_init_spec
+    from segmerge_bench.benchmark.regime import CURVE_FRACTIONS
+    from segmerge_bench.benchmark.runner import run_specs
+    from segmerge_bench.benchmark.settings import FULL
+
+    specs = run_specs(FULL)
+    assert len(specs) == len(set(specs))
+    first, *others = FULL.seeds
+    names = {spec.name for spec in specs}
+    for seed in FULL.seeds:
+        assert oracle_spec(seed) in specs
+        for regime in FULL.regimes:
+            assert {s.name for s in regime_specs(regime, seed).values()} <= names
+    longer = [spec for spec in specs if spec.length == 2]
+    assert {spec.seed for spec in longer} == {first} and all(s.snapshots == CURVE_FRACTIONS for s in longer)
+    assert len(longer) == 1 + 2 * len(FULL.regimes)  # the oracle, and each regime's two adapted models
+    assert unshared_init_spec(FULL.regimes[0], first) in specs

@@ -12,6 +12,7 @@ the layouts users hold - and merged through :mod:`segmerge.api` from those files
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -123,11 +124,22 @@ def _config_fields(config: TrainConfig) -> dict:
 class ModelZoo:
     """Trains (or finds in the cache) the shared start and every :class:`TrainedModelSpec`."""
 
-    def __init__(self, settings: BenchSettings, store: ArtifactStore, data: DataCache, progress: bool = True):
-        self.settings, self.store, self.data, self.progress = settings, store, data, progress
+    def __init__(
+        self,
+        settings: BenchSettings,
+        store: ArtifactStore,
+        data: DataCache,
+        progress: bool = True,
+        threads: int | None = None,
+    ):
+        """``threads``: torch threads each training uses (None: the settings' configs say)."""
+        self.settings, self.store, self.data, self.progress, self.threads = settings, store, data, progress, threads
         self._start: SharedStart | None = None
         self._start_key = ""
         self.trained: list[str] = []
+        #: Seconds each model this zoo handed out took to train, from its training log - also for
+        #: models an earlier, interrupted run trained (what the run's training costs in all).
+        self.training_seconds: dict[str, float] = {}
 
     def start(self) -> SharedStart:
         if self._start is not None:
@@ -164,6 +176,7 @@ class ModelZoo:
             steps=steps,
             warmup_steps=min(base.warmup_steps, steps),
             progress=self.progress,
+            threads=self.threads or base.threads,
             description=spec.name,
             snapshots=tuple(sorted({snapshot_step(f, steps) for f in spec.snapshots})),
         )
@@ -215,29 +228,40 @@ class ModelZoo:
         def make(temporary: Path) -> None:
             warm = self.warm_start(spec)
             model = self._initial(start, spec) if warm is None else load_model(self.path(warm))
+            data = self.data_for(spec)
             if spec.architecture == PANOPTIC and spec.recipe == "uda":
-                source = self.data.source(spec.source, instances=True)
-                model, log = train_panoptic_uda(model, source, self.data.target_train(), config)
-            elif spec.architecture == PANOPTIC and spec.recipe == "source-only":
-                source = self.data.source(spec.source, instances=True)
-                model, log = train_panoptic_supervised(model, source, config)
+                model, log = train_panoptic_uda(model, *data, config)
             elif spec.architecture == PANOPTIC:
-                raise SegmergeError(f"{spec.name}: the benchmark trains panoptic models source-only or by UDA")
+                model, log = train_panoptic_supervised(model, *data, config)
             elif spec.recipe == "source-only":
-                model, log = train_source_only(model, self.data.source(spec.source), config)
+                model, log = train_source_only(model, *data, config)
             elif spec.recipe in ("uda", MIC):
-                method = "mic" if spec.recipe == MIC else "dacs"
-                source = self.data.source(spec.source)
-                model, log = train_uda(model, source, self.data.target_train(), config, method=method)
+                model, log = train_uda(model, *data, config, method="mic" if spec.recipe == MIC else "dacs")
             else:
-                model, log = train_target_oracle(model, self.data.target_train(), config)
+                model, log = train_target_oracle(model, *data, config)
             for step, state in log["snapshots"].items():
                 snapshot = self.store.path("models", f"{spec.name}-step{step}", key, spec.suffix)
                 self.store.produce(snapshot, lambda to, state=state: _save_state(model, state, to), count=False)
+            summary = {k: v for k, v in log.items() if k not in ("losses", "snapshots")}
+            self.store.produce(log_path, lambda to: to.write_text(json.dumps(summary) + "\n"), count=False)
             save_model(model, temporary)
             self.trained.append(spec.name)
 
-        return self.store.produce(path, make)
+        log_path = self.store.path("logs", spec.name, key, ".json")
+        self.store.produce(path, make)
+        if log_path.exists():
+            self.training_seconds[spec.name] = json.loads(log_path.read_text())["seconds"]
+        return path
+
+    def data_for(self, spec: TrainedModelSpec) -> tuple[TrainingData, ...]:
+        """What ``spec`` trains on: its labelled source (with instances for a panoptic model), and
+        the target's training images for UDA (the labelled ones for the oracle)."""
+        if spec.recipe == "oracle":
+            return (self.data.target_train(),)
+        if spec.architecture == PANOPTIC and spec.recipe not in ("uda", "source-only"):
+            raise SegmergeError(f"{spec.name}: the benchmark trains panoptic models source-only or by UDA")
+        source = self.data.source(spec.source, instances=spec.architecture == PANOPTIC)
+        return (source,) if spec.recipe == "source-only" else (source, self.data.target_train())
 
     def _initial(self, start: SharedStart, spec: TrainedModelSpec):
         if not spec.decoder_init:

@@ -11,7 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,17 +21,27 @@ from segmerge_bench.benchmark.claims import CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
 from segmerge_bench.benchmark.label_free import tune_claim
 from segmerge_bench.benchmark.models import (
+    SNAPSHOT_ROLES,
     DataCache,
     ModelZoo,
+    TrainedModelSpec,
     oracle_spec,
     regime_paths,
     regime_specs,
     unshared_init_spec,
 )
-from segmerge_bench.benchmark.regime import ADAPTED, ORACLE, SOURCE_ONLY, RegimeMeasures, measure_regime
+from segmerge_bench.benchmark.regime import (
+    ADAPTED,
+    CURVE_FRACTIONS,
+    ORACLE,
+    SOURCE_ONLY,
+    RegimeMeasures,
+    measure_regime,
+)
 from segmerge_bench.benchmark.scoring import score
 from segmerge_bench.benchmark.settings import BenchSettings
 from segmerge_bench.benchmark.store import ArtifactStore
+from segmerge_bench.benchmark.training_pool import train_ahead
 
 Log = Callable[[str], None]
 
@@ -110,6 +120,11 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
     log("shared start: " + ("pre-training the MiT encoder" if settings.pretrain_from_scratch else "shipped encoder"))
     with stage("pre-training"):
         zoo.start()
+
+    if settings.training_processes > 1:
+        log(f"training: the models the cache lacks, {settings.training_processes} at a time")
+        with stage("training"):
+            train_ahead(zoo, run_specs(settings), settings.training_processes, log)
 
     runs: list[ClaimRun] = []
     regimes: list[RegimeMeasures] = []
@@ -201,10 +216,32 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                     if run.regime == regime and run.seed == seed and run.claim == "same-architecture":
                         run.controls.update(control)
     timings = {**stage.seconds, "total": time.perf_counter() - began}
+    # the models' own training time, this run's and that of models an interrupted run left in the cache
+    timings["training, every model used"] = sum(zoo.training_seconds.values())
     log(f"cache: {store.hits} artefacts reused, {store.misses} made")
     return BenchResult(
         settings_dict(settings), runs, {k: round(v, 1) for k, v in timings.items()}, machine(), first_models, regimes
     )
+
+
+def run_specs(settings: BenchSettings) -> list[TrainedModelSpec]:
+    """Every model a run with ``settings`` trains: per seed the oracle, per regime the models its
+    claims and the regime's measures read, the first seed's twice-as-long runs and control."""
+    claims = [c for c in CLAIMS if c.name in settings.claims]
+    roles = {role for c in claims for role in c.roles} | {*SOURCE_ONLY, *ADAPTED}
+    specs = []
+    for seed in settings.seeds:
+        specs.append(oracle_spec(seed))
+        for regime in settings.regimes:
+            by_role = regime_specs(regime, seed)
+            specs += [by_role[role] for role in sorted(roles) if role in by_role]
+            specs += [by_role[of] for role, (of, _) in SNAPSHOT_ROLES.items() if role in roles]
+            if seed in settings.seeds[: settings.convergence_seeds]:
+                longer = [oracle_spec(seed), *(by_role[role] for role in ADAPTED)]
+                specs += [replace(spec, length=2, snapshots=CURVE_FRACTIONS) for spec in longer]
+            if settings.unshared_init_control and seed == settings.seeds[0]:
+                specs.append(unshared_init_spec(regime, seed))
+    return list(dict.fromkeys(specs))
 
 
 def _unshared_soup(a: Path, b: Path, test, workdir: Path) -> dict[str, float]:

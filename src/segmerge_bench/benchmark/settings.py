@@ -108,6 +108,9 @@ class BenchSettings:
     #: the shared start (a source warm-up, as CBST-style self-training starts from a source model):
     #: from source B it is the lever that made self-training adapt (docs/benchmark.md).
     uda_warm_start: bool = False
+    #: Models trained side by side, each in its own process on one torch thread
+    #: (:mod:`~segmerge_bench.benchmark.training_pool`); 1 trains them one at a time on the configs' threads.
+    training_processes: int = 2
     #: Train one extra UDA model from another decoder init (first seed only) to show the shared-init precondition.
     unshared_init_control: bool = True
     #: Check convergence (twice-as-long runs of the oracle and the adapted models) on this many seeds, the first.
@@ -165,6 +168,7 @@ QUICK = BenchSettings(
     oracle=TrainConfig(steps=30, lr=2e-3, description="target oracle"),
     sweep=QUICK_SWEEP,
     pretrain_from_scratch=False,
+    training_processes=1,
     unshared_init_control=False,
     qualitative=2,
     report_images=12,
