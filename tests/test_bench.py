@@ -75,8 +75,10 @@ def test_store_reuses_what_it_made_and_leaves_nothing_when_making_fails(tmp_path
 @pytest.mark.slow
 def test_bench_quick_end_to_end_then_reuses_its_cache(tmp_path):
     runner = CliRunner()
-    first = runner.invoke(app, ["bench", "--quick", "--out", str(tmp_path), "--eval-reports"], catch_exceptions=False)
+    arguments = ["bench", "--quick", "--out", str(tmp_path), "--eval-reports", "--jobs", "2"]
+    first = runner.invoke(app, arguments, catch_exceptions=False)
     assert first.exit_code == 0, first.output
+    assert "2 at a time" in first.output and "trained segformer-uda-appearance-a-seed0" in first.output
     report = tmp_path / "report"
     for name in ("bench.md", "bench.json", "claims.json", "anchor_weights.png"):
         assert (report / name).is_file(), name

@@ -41,6 +41,14 @@ def bench(
             help="pre-train the shared start from scratch (12000 steps, ~15 min) instead of using the shipped one",
         ),
     ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            min=1,
+            help="models trained side by side, one torch thread each (default 2; --quick: 1, one at a time)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the claims object as JSON on stdout")] = False,
     evaluation_reports: Annotated[
         bool | None,
@@ -66,6 +74,8 @@ def bench(
         settings = replace(settings, regimes=tuple(regime))
     if pretrain:
         settings = replace(settings, pretrain_from_scratch=True)
+    if jobs is not None:
+        settings = replace(settings, training_processes=jobs)
     command = "segmerge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "segmerge bench"
     if evaluation_reports is None:
         evaluation_reports = settings.evaluation_reports
