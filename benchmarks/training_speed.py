@@ -1,33 +1,47 @@
 #!/usr/bin/env python
-"""Seconds per training step of every kind of model a full `segmerge bench` run trains, and
-what a full run's training would take from them.
+"""Seconds per training step of every kind of model a full `segmerge bench` run trains, what
+its training would take from them, and what training two models side by side saves.
 
-Each kind (source-only / oracle SegFormer, DACS and MIC UDA SegFormer, DAFormer-head UDA,
-panoptic UDA) trains ``--steps`` steps from the shipped start, in alternating rounds, with
-deterministic kernels on (the default) and off. Medians over rounds. Then the full run's
-training time is estimated from the models ``regime_specs`` lists, the oracle per seed, the
-first seed's convergence runs (twice as long) and unshared-init controls, at
-``FINE_TUNE.steps`` steps. Run it on an idle machine; it prints the load average.
+Each kind (source-only / oracle SegFormer, DACS and MIC UDA SegFormer, DAFormer-head and
+panoptic models source-only and by UDA) trains ``--steps`` steps from the shipped start, in
+alternating rounds; medians over rounds (``--compare-deterministic`` also times each with
+deterministic kernels off). The full run's training time follows from the models
+:func:`~segmerge_bench.benchmark.runner.run_specs` lists for ``FULL`` (with the source-only
+runs warm-started UDA starts from). ``--side-by-side`` times two UDA runs one after the other
+on ``--threads`` threads against the same two at once in two processes on one thread each
+(what ``bench --jobs 2`` does), alternating. Run it on an idle machine; it prints the load.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/training_speed.py --steps 30 --rounds 3
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/training_speed.py --steps 30 --rounds 3 --side-by-side
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
+import time
+from dataclasses import replace
 
 import torch
 
-from segmerge_bench.benchmark.models import SHIPPED_START, shipped_path
+from segmerge_bench.benchmark.models import MIC, SHIPPED_START, shipped_path, warm_start
+from segmerge_bench.benchmark.runner import run_specs
 from segmerge_bench.benchmark.settings import FULL
 from segmerge_bench.synthetic import SyntheticDataset
 from segmerge_bench.training import SharedStart, train_source_only, train_uda
 from segmerge_bench.training.data import TrainingData
-from segmerge_bench.training.panoptic import train_panoptic_uda
+from segmerge_bench.training.panoptic import train_panoptic_supervised, train_panoptic_uda
 
-KINDS = ("source-only", "uda", "mic", "daformer uda", "panoptic uda")
+KINDS = (
+    ("segformer", "source-only"),
+    ("segformer", "uda"),
+    ("segformer", MIC),
+    ("daformer", "source-only"),
+    ("daformer", "uda"),
+    ("panoptic", "source-only"),
+    ("panoptic", "uda"),
+)
 
 
 def data(domain: str, n: int, instances: bool = False) -> TrainingData:
@@ -35,45 +49,66 @@ def data(domain: str, n: int, instances: bool = False) -> TrainingData:
     return TrainingData.from_samples(SyntheticDataset(domain, n=n, seed=0), True, domain, instances=instances)
 
 
-def seconds_per_step(kind: str, start: SharedStart, source, target, config) -> float:
-    """Seconds per step of a ``config.steps``-step run (the loop's own clock: model copies and
-    data set-up excluded)."""
-    settings = FULL.uda.replace(steps=config.steps, warmup_steps=1, threads=config.threads, progress=False)
-    settings = settings.replace(deterministic=config.deterministic)
-    if kind == "source-only":
-        _, log = train_source_only(start.model("segformer"), source, settings)
-    elif kind in ("uda", "mic"):
-        _, log = train_uda(
-            start.model("segformer"), source, target, settings, method="mic" if kind == "mic" else "dacs"
-        )
-    elif kind == "daformer uda":
-        _, log = train_uda(start.model("daformer"), source, target, settings)
+def seconds_per_step(kind, start: SharedStart, source, target, steps: int, threads: int, deterministic=True) -> float:
+    """Seconds per step of a ``steps``-step run (the loop's own clock: model copies and data
+    set-up excluded)."""
+    architecture, recipe = kind
+    config = FULL.uda.replace(steps=steps, warmup_steps=1, threads=threads, progress=False)
+    config = config.replace(deterministic=deterministic)
+    model = start.model(architecture)
+    if architecture == "panoptic":
+        train = train_panoptic_supervised if recipe == "source-only" else train_panoptic_uda
+        _, log = train(model, source, config) if recipe == "source-only" else train(model, source, target, config)
+    elif recipe == "source-only":
+        _, log = train_source_only(model, source, config)
     else:
-        _, log = train_panoptic_uda(start.model("panoptic"), source, target, settings)
-    return log["seconds"] / config.steps
+        _, log = train_uda(model, source, target, config, method="mic" if recipe == MIC else "dacs")
+    return log["seconds"] / steps
 
 
-def full_run_steps() -> dict[str, float]:
-    """Training steps of a full run per kind (``FULL``: its seeds, regimes, claims' models)."""
-    from segmerge_bench.benchmark.models import MIC, regime_specs
-
-    n = FULL.source_only.steps
-    per_kind = dict.fromkeys(KINDS, 0.0)
-    for _ in FULL.seeds:
-        for regime in FULL.regimes:
-            for spec in regime_specs(regime, 0).values():
-                kind = "mic" if spec.recipe == MIC else spec.recipe
-                if spec.architecture == "daformer":
-                    kind = "daformer uda"
-                elif spec.architecture == "panoptic":
-                    kind = "panoptic uda"
-                per_kind[kind] += n
-        per_kind["source-only"] += n  # the oracle (one per seed, shared by the regimes)
-    per_kind["uda"] += len(FULL.regimes) * n if FULL.unshared_init_control else 0  # first seed, per regime
-    if FULL.convergence_seeds:  # twice-as-long oracle and adapted models, first seed, per regime
-        per_kind["source-only"] += 2 * n
-        per_kind["uda"] += len(FULL.regimes) * 2 * 2 * n
+def full_run_steps() -> dict[tuple[str, str], int]:
+    """Training steps of a full run per kind (``FULL``: every model it trains, warm-ups included)."""
+    base = {"source-only": FULL.source_only, "uda": FULL.uda, MIC: FULL.uda, "oracle": FULL.oracle}
+    specs = run_specs(FULL)
+    specs += [warm for spec in specs if (warm := warm_start(FULL, spec)) is not None]
+    per_kind = dict.fromkeys(KINDS, 0)
+    for spec in dict.fromkeys(replace(spec, snapshots=()) for spec in specs):
+        recipe = "source-only" if spec.recipe == "oracle" else spec.recipe
+        per_kind[(spec.architecture, recipe)] += base[spec.recipe].steps * spec.length
     return per_kind
+
+
+def _uda_run(steps: int, threads: int, seed: int) -> float:
+    """One UDA run in a fresh process (what a pool worker does); its loop's seconds."""
+    start = SharedStart.load(shipped_path(SHIPPED_START))
+    source, target = data("appearance-a", 64), data("target", 64)
+    config = FULL.uda.replace(steps=steps, warmup_steps=1, threads=threads, progress=False, seed=seed)
+    began = time.perf_counter()
+    train_uda(start.model("segformer"), source, target, config)
+    return time.perf_counter() - began
+
+
+def side_by_side(steps: int, threads: int, rounds: int) -> None:
+    """Wall time of two UDA runs: one after the other on ``threads`` threads, and at once in two
+    one-thread processes; alternating rounds, processes started before the clock."""
+    context = multiprocessing.get_context("spawn")
+    sequential, parallel = [], []
+    with context.Pool(2) as pool:
+        pool.starmap(_uda_run, [(2, 1, 0), (2, 1, 1)])  # workers warm: imports and rendering paid
+        for r in range(rounds):
+            began = time.perf_counter()
+            pool.apply(_uda_run, (steps, threads, 0))
+            pool.apply(_uda_run, (steps, threads, 1))
+            sequential.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            pool.starmap(_uda_run, [(steps, 1, 0), (steps, 1, 1)])
+            parallel.append(time.perf_counter() - began)
+            print(f"round {r + 1}: one after the other {sequential[-1]:.1f} s, side by side {parallel[-1]:.1f} s")
+    s, p = statistics.median(sequential), statistics.median(parallel)
+    print(
+        f"two {steps}-step UDA runs: one after the other ({threads} threads) {s:.1f} s, "
+        f"side by side {p:.1f} s: {s / p:.2f}x"
+    )
 
 
 def main() -> None:
@@ -82,31 +117,35 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--compare-deterministic", action="store_true", help="also time deterministic kernels off")
+    parser.add_argument("--side-by-side", action="store_true", help="also time two UDA runs at once, one thread each")
     args = parser.parse_args()
     start = SharedStart.load(shipped_path(SHIPPED_START))
     source, target = data("appearance-a", args.images, True), data("target", args.images, True)
-    results: dict[tuple[str, bool], list[float]] = {}
+    modes = (True, False) if args.compare_deterministic else (True,)
+    results: dict[tuple, list[float]] = {}
     for r in range(args.rounds):
         for kind in KINDS:
-            for deterministic in (True, False):
-                args.deterministic = deterministic
-                s = seconds_per_step(kind, start, source, target, args)
+            for deterministic in modes:
+                s = seconds_per_step(kind, start, source, target, args.steps, args.threads, deterministic)
                 results.setdefault((kind, deterministic), []).append(s)
-                print(f"round {r + 1} {kind:13s} deterministic={deterministic!s:5s} {s:.3f} s/step", flush=True)
+                name = " ".join(kind)
+                print(f"round {r + 1} {name:22s} deterministic={deterministic!s:5s} {s:.3f} s/step", flush=True)
     print(f"\n1-min load average now {os.getloadavg()[0]:.2f}; torch {torch.__version__}, {args.threads} threads\n")
-    print("| kind | s/step deterministic | s/step not | ratio |")
-    print("|---|---:|---:|---:|")
     medians = {key: statistics.median(v) for key, v in results.items()}
+    print("| kind | s/step |" + (" deterministic off | ratio |" if args.compare_deterministic else ""))
+    print("|---|---:|" + ("---:|---:|" if args.compare_deterministic else ""))
     for kind in KINDS:
-        on, off = medians[(kind, True)], medians[(kind, False)]
-        print(f"| {kind} | {on:.3f} | {off:.3f} | {off / on:.2f} |")
+        on = medians[(kind, True)]
+        off = medians.get((kind, False))
+        extra = f" {off:.3f} | {off / on:.2f} |" if off is not None else ""
+        print(f"| {' '.join(kind)} | {on:.3f} |{extra}")
     steps = full_run_steps()
-    for deterministic in (True, False):
-        total = sum(steps[k] * medians[(k, deterministic)] for k in KINDS)
-        print(
-            f"\nfull run's training ({', '.join(f'{k} {v:.0f}' for k, v in steps.items())} steps), "
-            f"deterministic={deterministic}: {total / 60:.0f} min"
-        )
+    total = sum(steps[k] * medians[(k, True)] for k in KINDS)
+    listing = ", ".join(f"{' '.join(k)} {v}" for k, v in steps.items() if v)
+    print(f"\nfull run's training, one model at a time ({listing} steps): {total / 60:.0f} min")
+    if args.side_by_side:
+        side_by_side(args.steps * 3, args.threads, args.rounds)
 
 
 if __name__ == "__main__":

@@ -182,11 +182,7 @@ class ModelZoo:
         )
 
     def warm_start(self, spec: TrainedModelSpec) -> TrainedModelSpec | None:
-        """The source-only model a UDA run starts from when ``settings.uda_warm_start`` (same
-        architecture, source, seed, decoder init and length), else None: it starts from the shared start."""
-        if not self.settings.uda_warm_start or spec.recipe not in ("uda", MIC):
-            return None
-        return replace(spec, recipe="source-only", snapshots=())
+        return warm_start(self.settings, spec)
 
     def _key(self, spec: TrainedModelSpec) -> str:
         s = self.settings
@@ -273,6 +269,14 @@ class ModelZoo:
         )
         decoders = {**start.decoders, spec.architecture: other.state_dict()}
         return SharedStart(start.encoder, decoders, start.num_classes, start.settings).model(spec.architecture)
+
+
+def warm_start(settings: BenchSettings, spec: TrainedModelSpec) -> TrainedModelSpec | None:
+    """The source-only model a UDA run starts from when ``settings.uda_warm_start`` (same
+    architecture, source, seed, decoder init and length), else None: it starts from the shared start."""
+    if not settings.uda_warm_start or spec.recipe not in ("uda", MIC):
+        return None
+    return replace(spec, recipe="source-only", snapshots=())
 
 
 def snapshot_step(fraction: float, steps: int) -> int:

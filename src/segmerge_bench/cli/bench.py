@@ -32,7 +32,8 @@ def bench(
         list[int] | None, typer.Option("--seed", help="training seed; repeat for several (default: 3 4 5, quick: 0)")
     ] = None,
     regime: Annotated[
-        list[str] | None, typer.Option("--regime", help="appearance and/or classes (default: both)")
+        list[str] | None,
+        typer.Option("--regime", help="appearance and/or classes (default: appearance; --quick: both)"),
     ] = None,
     pretrain: Annotated[
         bool,
