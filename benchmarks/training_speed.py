@@ -17,6 +17,7 @@ on ``--threads`` threads against the same two at once in two processes on one th
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import os
 import statistics
@@ -25,7 +26,7 @@ from dataclasses import replace
 
 import torch
 
-from segmerge_bench.benchmark.models import MIC, SHIPPED_START, shipped_path, warm_start
+from segmerge_bench.benchmark.models import MIC, SHIPPED_START, recipe_config, shipped_path, with_warm_starts
 from segmerge_bench.benchmark.runner import run_specs
 from segmerge_bench.benchmark.settings import FULL
 from segmerge_bench.synthetic import SyntheticDataset
@@ -68,20 +69,22 @@ def seconds_per_step(kind, start: SharedStart, source, target, steps: int, threa
 
 def full_run_steps() -> dict[tuple[str, str], int]:
     """Training steps of a full run per kind (``FULL``: every model it trains, warm-ups included)."""
-    base = {"source-only": FULL.source_only, "uda": FULL.uda, MIC: FULL.uda, "oracle": FULL.oracle}
-    specs = run_specs(FULL)
-    specs += [warm for spec in specs if (warm := warm_start(FULL, spec)) is not None]
     per_kind = dict.fromkeys(KINDS, 0)
-    for spec in dict.fromkeys(replace(spec, snapshots=()) for spec in specs):
+    for spec in dict.fromkeys(replace(spec, snapshots=()) for spec in with_warm_starts(FULL, run_specs(FULL))):
         recipe = "source-only" if spec.recipe == "oracle" else spec.recipe
-        per_kind[(spec.architecture, recipe)] += base[spec.recipe].steps * spec.length
+        per_kind[(spec.architecture, recipe)] += recipe_config(FULL, spec.recipe).steps * spec.length
     return per_kind
 
 
+@functools.cache
+def _worker_inputs():
+    """The start and data a worker process trains from, loaded and rendered once per process."""
+    return SharedStart.load(shipped_path(SHIPPED_START)), data("appearance-a", 64), data("target", 64)
+
+
 def _uda_run(steps: int, threads: int, seed: int) -> float:
-    """One UDA run in a fresh process (what a pool worker does); its loop's seconds."""
-    start = SharedStart.load(shipped_path(SHIPPED_START))
-    source, target = data("appearance-a", 64), data("target", 64)
+    """One UDA run in a worker process (what a pool worker does); its wall seconds."""
+    start, source, target = _worker_inputs()
     config = FULL.uda.replace(steps=steps, warmup_steps=1, threads=threads, progress=False, seed=seed)
     began = time.perf_counter()
     train_uda(start.model("segformer"), source, target, config)
@@ -94,7 +97,7 @@ def side_by_side(steps: int, threads: int, rounds: int) -> None:
     context = multiprocessing.get_context("spawn")
     sequential, parallel = [], []
     with context.Pool(2) as pool:
-        pool.starmap(_uda_run, [(2, 1, 0), (2, 1, 1)])  # workers warm: imports and rendering paid
+        pool.starmap(_uda_run, [(2, 1, 0), (2, 1, 1)])  # each worker imports and renders before the clock
         for r in range(rounds):
             began = time.perf_counter()
             pool.apply(_uda_run, (steps, threads, 0))

@@ -98,6 +98,22 @@ def test_bench_quick_end_to_end_then_reuses_its_cache(tmp_path):
     assert "0 made" in again.output
     assert json.loads(again.stdout)["claims"] == claims
 
+    # exporting the run ships its own models (nothing trained again) and drops what an earlier export listed
+    from segmerge_bench.benchmark.shipping import MANIFEST, export
+
+    dest = tmp_path.parent / f"{tmp_path.name}-shipped"
+    dest.mkdir()
+    (dest / "old-model.pth").write_bytes(b"stale")
+    (dest / "mine.txt").write_text("not the export's")
+    (dest / MANIFEST).write_text(json.dumps({"regimes": {"classes": {"UDA A": "old-model.pth"}}, "oracle": None}))
+    cached = sorted((tmp_path / "cache" / "models").iterdir())
+    export(tmp_path, dest)
+    assert sorted((tmp_path / "cache" / "models").iterdir()) == cached  # the quick run's models, none trained
+    manifest = json.loads((dest / MANIFEST).read_text())
+    assert set(manifest["regimes"]) == {"appearance", "classes"} and manifest["seed"] == 0
+    assert not (dest / "old-model.pth").exists() and (dest / "mine.txt").exists()
+    assert all((dest / name).exists() for models in manifest["regimes"].values() for name in models.values())
+
 
 def test_label_free_rows_and_correlations_appear_when_the_runs_were_tuned():
     runs = [_run("different-architecture", "appearance", seed, (40, 44), 45, 46, 50, [("x", 47)]) for seed in (0, 1)]

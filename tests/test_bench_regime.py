@@ -196,22 +196,30 @@ def test_the_pool_trains_what_the_cache_lacks_side_by_side_and_the_run_reuses_it
     store = ArtifactStore(tmp_path)
     zoo = ModelZoo(settings, store, DataCache(settings, store, progress=False), progress=False)
     uda = [TrainedModelSpec("segformer", "uda", source, 0) for source in ("appearance-a", "appearance-b")]
-    specs = [*uda, oracle_spec(0)]
+    halfway = replace(uda[0], snapshots=(0.5,))  # the same model as uda[0], asked with a snapshot
+    specs = [*uda, halfway, oracle_spec(0)]
     assert train_ahead(zoo, specs, processes=1) == []  # one process: the run trains on demand
     lines: list[str] = []
     trained = train_ahead(zoo, specs, processes=2, log=lines.append)
     warm = [zoo.warm_start(spec) for spec in uda]
-    assert sorted(trained) == sorted(s.name for s in [*specs, *warm]) and len(lines) == 5
+    expected = {s.name for s in [*uda, oracle_spec(0), *warm]}
+    assert sorted(trained) == sorted(expected) and len(lines) == 1 + 5  # each model once
     assert all(trained.index(w.name) < trained.index(u.name) for w, u in zip(warm, uda, strict=True))
+    assert zoo.snapshot_path(halfway, 0.5, train=False).exists()
     resumed = ModelZoo(settings, store, zoo.data, progress=False)
     for spec in specs:
         resumed.path(spec)
-    assert resumed.trained == [] and set(resumed.training_seconds) == {s.name for s in specs}
+    # the resumed run knows what every model cost, the source-only runs UDA started from included
+    assert resumed.trained == [] and set(resumed.training_seconds) == expected
     assert train_ahead(zoo, specs, processes=2) == []
+    # a cached model without a snapshot now asked for is trained again, with it
+    quarter = replace(uda[1], snapshots=(0.25,))
+    assert train_ahead(zoo, [quarter], processes=2) == [uda[1].name]
+    assert zoo.snapshot_path(quarter, 0.25, train=False).exists()
 
 
 def test_run_specs_lists_every_model_a_full_run_trains_once():
-    from segmerge_bench.benchmark.models import oracle_spec, regime_specs, unshared_init_spec
+    from segmerge_bench.benchmark.models import oracle_spec, regime_specs, unshared_init_spec, with_warm_starts
     from segmerge_bench.benchmark.regime import CURVE_FRACTIONS
     from segmerge_bench.benchmark.runner import run_specs
     from segmerge_bench.benchmark.settings import FULL
@@ -228,3 +236,8 @@ def test_run_specs_lists_every_model_a_full_run_trains_once():
     assert {spec.seed for spec in longer} == {first} and all(s.snapshots == CURVE_FRACTIONS for s in longer)
     assert len(longer) == 1 + 2 * len(FULL.regimes)  # the oracle, and each regime's two adapted models
     assert unshared_init_spec(FULL.regimes[0], first) in specs
+    # with the source-only runs UDA starts from: twice as long for the twice-as-long runs
+    everything = with_warm_starts(FULL, specs)
+    warm = [spec for spec in everything if spec not in specs]
+    assert {(s.architecture, s.recipe) for s in warm} >= {("daformer", "source-only"), ("panoptic", "source-only")}
+    assert {s.length for s in warm if s.recipe == "source-only"} == {1, 2} and len(everything) == len(set(everything))

@@ -108,7 +108,7 @@ def plot_regime(measures: Sequence[RegimeMeasures], path: Path) -> Path | None:
             steps = [step for step, _ in points[0]]
             ax.plot(steps, np.mean([[v for _, v in p] for p in points], axis=0), marker=".", label=role)
         ax.set_title(f"{regime}: learning curves (twice the steps)", fontsize=8)
-        ax.set_xlabel("step")
+        ax.set_xlabel("training steps from the shared start")
         ax.set_ylabel("target mIoU")
         ax.legend(fontsize=6)
         for ax, pair in zip(row[1:], pairs[regime], strict=False):

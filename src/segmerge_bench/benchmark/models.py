@@ -4,8 +4,11 @@ Per seed and regime (sources A and B): a SegFormer trained source-only on each s
 SegFormer adapted to the target from each source (DACS/DAFormer self-training), a
 DAFormer-style model and a panoptic model (EDAPS-style, :mod:`segmerge_bench.zoo.panoptic`)
 adapted from source B; per seed a SegFormer trained on labelled target
-images (the oracle, an upper bound). All start from one shared start: a MiT encoder
-pre-trained on the neutral domain and, per architecture, one decoder initialisation.
+images (the oracle, an upper bound). Every model descends from one shared start: a MiT
+encoder pre-trained on the neutral domain and, per architecture, one decoder initialisation.
+Source-only models and the oracle train from it; with ``BenchSettings.uda_warm_start`` each
+UDA run starts from the source-only model of its architecture, source and seed (for the
+DAFormer-style and panoptic models, one trained for the purpose), else from the shared start.
 SegFormers are saved as Hugging Face folders, DAFormer and panoptic models as mmseg-style ``.pth`` files -
 the layouts users hold - and merged through :mod:`segmerge.api` from those files.
 """
@@ -168,8 +171,7 @@ class ModelZoo:
         return self._start
 
     def config_for(self, spec: TrainedModelSpec) -> TrainConfig:
-        s = self.settings
-        base = {"source-only": s.source_only, "uda": s.uda, MIC: s.uda, "oracle": s.oracle}[spec.recipe]
+        base = recipe_config(self.settings, spec.recipe)
         steps = base.steps * spec.length
         return base.replace(
             seed=spec.seed,
@@ -198,17 +200,18 @@ class ModelZoo:
             **_config_fields(self.config_for(spec)),
         )
 
-    def snapshot_path(self, spec: TrainedModelSpec, fraction: float) -> Path:
-        """The model after ``fraction`` of its run (trains the run, saving its snapshots, if needed)."""
+    def snapshot_path(self, spec: TrainedModelSpec, fraction: float, train: bool = True) -> Path:
+        """The model after ``fraction`` of its run (trains the run, saving its snapshots, if needed;
+        ``train=False``: only where it is or would be)."""
         if fraction == 1:
-            return self.path(spec)
+            return self.path(spec, retrain=not train)
         spec = spec if fraction in spec.snapshots else replace(spec, snapshots=(*spec.snapshots, fraction))
         step = snapshot_step(fraction, self.config_for(spec).steps)
         path = self.store.path("models", f"{spec.name}-step{step}", self._key(spec), spec.suffix)
-        if not path.exists():
+        if train and not path.exists():
             remove_path(self.path(spec, retrain=True))
             self.path(spec)
-        if not path.exists():
+        if train and not path.exists():
             raise SegmergeError(f"{spec.name}: the run did not save its snapshot at step {step}")
         return path
 
@@ -243,11 +246,22 @@ class ModelZoo:
             save_model(model, temporary)
             self.trained.append(spec.name)
 
-        log_path = self.store.path("logs", spec.name, key, ".json")
+        log_path = self._log_path(spec)
         self.store.produce(path, make)
-        if log_path.exists():
-            self.training_seconds[spec.name] = json.loads(log_path.read_text())["seconds"]
+        self._count_training(spec)
         return path
+
+    def _log_path(self, spec: TrainedModelSpec) -> Path:
+        return self.store.path("logs", spec.name, self._key(spec), ".json")
+
+    def _count_training(self, spec: TrainedModelSpec) -> None:
+        """Note the training seconds of ``spec`` and of the source-only run it started from, from
+        their logs (a model cached before logs were kept counts nothing)."""
+        while spec is not None and spec.name not in self.training_seconds:
+            log = self._log_path(spec)
+            if log.exists():
+                self.training_seconds[spec.name] = json.loads(log.read_text())["seconds"]
+            spec = self.warm_start(spec)
 
     def data_for(self, spec: TrainedModelSpec) -> tuple[TrainingData, ...]:
         """What ``spec`` trains on: its labelled source (with instances for a panoptic model), and
@@ -269,6 +283,24 @@ class ModelZoo:
         )
         decoders = {**start.decoders, spec.architecture: other.state_dict()}
         return SharedStart(start.encoder, decoders, start.num_classes, start.settings).model(spec.architecture)
+
+
+def recipe_config(settings: BenchSettings, recipe: str) -> TrainConfig:
+    """The training settings of a recipe (source-only, uda, uda-mic, oracle) in a run."""
+    return {"source-only": settings.source_only, "uda": settings.uda, MIC: settings.uda, "oracle": settings.oracle}[
+        recipe
+    ]
+
+
+def with_warm_starts(settings: BenchSettings, specs) -> list[TrainedModelSpec]:
+    """``specs`` and, before each UDA run, the source-only model it starts from (each once)."""
+    out: dict[TrainedModelSpec, None] = {}
+    for spec in specs:
+        warm = warm_start(settings, spec)
+        if warm is not None:
+            out[warm] = None
+        out[spec] = None
+    return list(out)
 
 
 def warm_start(settings: BenchSettings, spec: TrainedModelSpec) -> TrainedModelSpec | None:

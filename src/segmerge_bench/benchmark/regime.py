@@ -23,6 +23,7 @@ measure, never by training.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -239,6 +240,11 @@ CURVE_FRACTIONS = (0.25, 0.5, 0.75)
 """Where along a twice-as-long run the learning curve is sampled (besides its end)."""
 
 
+def longer_spec(spec):
+    """The twice-as-long run of ``spec`` the convergence check trains, saving its learning curve."""
+    return dataclasses.replace(spec, length=2, snapshots=CURVE_FRACTIONS)
+
+
 def measure_regime(
     zoo,
     regime: str,
@@ -254,9 +260,8 @@ def measure_regime(
     """Measure one regime and seed. ``paths``: the trained models by role (the oracle under
     :data:`ORACLE`); ``longer_specs``: the specs, by role, of the models whose convergence is
     checked (their twice-as-long runs are trained here; empty: not checked for this seed);
-    ``known``: mIoU already measured on ``test``, by checkpoint (not scored again)."""
-    from dataclasses import replace
-
+    ``known``: mIoU already measured on ``test``, by checkpoint (not scored again). Learning
+    curves count steps from the shared start: a warm-started run's begins with its source-only model."""
     known = known or {}
     singles = {
         role: known[paths[role]] if paths[role] in known else score([paths[role]], test)
@@ -270,12 +275,15 @@ def measure_regime(
     for role in (ORACLE, *ADAPTED):
         if role not in longer_specs:
             continue
-        spec = replace(longer_specs[role], length=2, snapshots=CURVE_FRACTIONS)
+        spec = longer_spec(longer_specs[role])
         steps = zoo.config_for(spec).steps
         longer[role] = score([zoo.path(spec)], test)
-        curves[role] = [(round(f * steps), score([zoo.snapshot_path(spec, f)], test)) for f in CURVE_FRACTIONS] + [
-            (steps, longer[role])
-        ]
+        # a warm-started run's curve starts where its source-only run ended: steps count both
+        warm = zoo.warm_start(spec)
+        before = zoo.config_for(warm).steps if warm is not None else 0
+        curve = [(before, score([zoo.path(warm)], test))] if warm is not None else []
+        curve += [(before + round(f * steps), score([zoo.snapshot_path(spec, f)], test)) for f in CURVE_FRACTIONS]
+        curves[role] = [*curve, (before + steps, longer[role])]
     barriers = {
         " + ".join(claim.roles): barrier_curves(
             claim, [paths[r] for r in claim.roles], test, workdir / claim.name, points

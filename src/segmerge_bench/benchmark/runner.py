@@ -11,7 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,10 +32,10 @@ from segmerge_bench.benchmark.models import (
 )
 from segmerge_bench.benchmark.regime import (
     ADAPTED,
-    CURVE_FRACTIONS,
     ORACLE,
     SOURCE_ONLY,
     RegimeMeasures,
+    longer_spec,
     measure_regime,
 )
 from segmerge_bench.benchmark.scoring import score
@@ -121,10 +121,11 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
     with stage("pre-training"):
         zoo.start()
 
+    pooled: list[str] = []
     if settings.training_processes > 1:
-        log(f"training: the models the cache lacks, {settings.training_processes} at a time")
         with stage("training"):
-            train_ahead(zoo, run_specs(settings), settings.training_processes, log)
+            pooled = train_ahead(zoo, run_specs(settings), settings.training_processes, log)
+        store.misses += len(pooled)
 
     runs: list[ClaimRun] = []
     regimes: list[RegimeMeasures] = []
@@ -136,13 +137,12 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
         with stage("scoring"):
             oracle = score([oracle_path], test)
         for regime in settings.regimes:
-            claims = [c for c in CLAIMS if c.name in settings.claims]
-            roles = {role for c in claims for role in c.roles} | {*SOURCE_ONLY, *ADAPTED}
+            claims, roles = run_claims(settings), run_roles(settings)
             specs = {role: spec for role, spec in regime_specs(regime, seed).items() if role in roles}
             log(f"seed {seed}, regime {regime}: training {len(roles)} models")
             with stage("training"):
                 paths = regime_paths(zoo, regime, seed, sorted(roles))
-            check_convergence = seed in settings.seeds[: settings.convergence_seeds]
+            check_convergence = checks_convergence(settings, seed)
             log(
                 f"seed {seed}, regime {regime}: measuring the regime"
                 + (" (with twice-as-long runs of the oracle and the adapted models)" if check_convergence else "")
@@ -206,7 +206,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         "oracle": oracle_path,
                         "metric": claim.metric,
                     }
-            if settings.unshared_init_control and seed == settings.seeds[0]:
+            if has_control(settings, seed):
                 log("  control: a SegFormer adapted from B with another decoder init, soup with UDA A")
                 with stage("training"):
                     other = zoo.path(unshared_init_spec(regime, seed))
@@ -216,19 +216,40 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                     if run.regime == regime and run.seed == seed and run.claim == "same-architecture":
                         run.controls.update(control)
     timings = {**stage.seconds, "total": time.perf_counter() - began}
-    # the models' own training time, this run's and that of models an interrupted run left in the cache
-    timings["training, every model used"] = sum(zoo.training_seconds.values())
+    # the models' own training time summed, this run's and that of models an interrupted run left in
+    # the cache (side by side, it exceeds the training stage's wall time)
+    timings["model training (summed)"] = sum(zoo.training_seconds.values())
+    late = [name for name in zoo.trained if name not in pooled]
+    if pooled and late:
+        log(f"warning: trained one at a time after the pool, which run_specs did not list: {', '.join(late)}")
     log(f"cache: {store.hits} artefacts reused, {store.misses} made")
     return BenchResult(
         settings_dict(settings), runs, {k: round(v, 1) for k, v in timings.items()}, machine(), first_models, regimes
     )
 
 
+def run_claims(settings: BenchSettings) -> list:
+    return [c for c in CLAIMS if c.name in settings.claims]
+
+
+def run_roles(settings: BenchSettings) -> set[str]:
+    """The roles a run trains per regime and seed: its claims' models and those the regime's measures read."""
+    return {role for c in run_claims(settings) for role in c.roles} | {*SOURCE_ONLY, *ADAPTED}
+
+
+def checks_convergence(settings: BenchSettings, seed: int) -> bool:
+    return seed in settings.seeds[: settings.convergence_seeds]
+
+
+def has_control(settings: BenchSettings, seed: int) -> bool:
+    return settings.unshared_init_control and seed == settings.seeds[0]
+
+
 def run_specs(settings: BenchSettings) -> list[TrainedModelSpec]:
     """Every model a run with ``settings`` trains: per seed the oracle, per regime the models its
-    claims and the regime's measures read, the first seed's twice-as-long runs and control."""
-    claims = [c for c in CLAIMS if c.name in settings.claims]
-    roles = {role for c in claims for role in c.roles} | {*SOURCE_ONLY, *ADAPTED}
+    claims and the regime's measures read, the first seed's twice-as-long runs and control
+    (without the source-only runs UDA starts from: :func:`~.models.with_warm_starts` adds them)."""
+    roles = run_roles(settings)
     specs = []
     for seed in settings.seeds:
         specs.append(oracle_spec(seed))
@@ -236,10 +257,9 @@ def run_specs(settings: BenchSettings) -> list[TrainedModelSpec]:
             by_role = regime_specs(regime, seed)
             specs += [by_role[role] for role in sorted(roles) if role in by_role]
             specs += [by_role[of] for role, (of, _) in SNAPSHOT_ROLES.items() if role in roles]
-            if seed in settings.seeds[: settings.convergence_seeds]:
-                longer = [oracle_spec(seed), *(by_role[role] for role in ADAPTED)]
-                specs += [replace(spec, length=2, snapshots=CURVE_FRACTIONS) for spec in longer]
-            if settings.unshared_init_control and seed == settings.seeds[0]:
+            if checks_convergence(settings, seed):
+                specs += [longer_spec(spec) for spec in (oracle_spec(seed), *(by_role[role] for role in ADAPTED))]
+            if has_control(settings, seed):
                 specs.append(unshared_init_spec(regime, seed))
     return list(dict.fromkeys(specs))
 

@@ -1,8 +1,8 @@
 """What one benchmark run does, as data: regimes, data sizes, training lengths, the sweep.
 
-Two presets: :data:`FULL` (three seeds, both regimes, the numbers the README quotes) and
-:data:`QUICK` (one seed, shorter training, a smaller sweep, starting from the shipped
-pre-trained encoder instead of pre-training it). A run is reproducible from its settings
+Two presets: :data:`FULL` (three seeds, the appearance regime, the numbers the README
+quotes) and :data:`QUICK` (one seed, both regimes, short training, a smaller sweep). Both
+start from the shipped pre-trained encoder unless told to pre-train it. A run is reproducible from its settings
 and seeds; the cache keys of trained models are derived from the settings that shaped them.
 """
 
@@ -154,6 +154,10 @@ class BenchSettings:
             raise SegmergeError(f"claims {list(self.claims)}: choose one or more of {', '.join(known)}")
         if not self.seeds:
             raise SegmergeError("a benchmark run needs at least one seed")
+        if isinstance(self.training_processes, bool) or not (
+            isinstance(self.training_processes, int) and self.training_processes >= 1
+        ):
+            raise SegmergeError(f"training processes must be a positive integer, got {self.training_processes!r}")
 
     def with_seeds(self, seeds: tuple[int, ...]) -> BenchSettings:
         return replace(self, seeds=tuple(seeds))

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from segmerge.errors import SegmergeError
@@ -35,7 +36,7 @@ from segmerge_bench.benchmark.models import SHIPPED_START, DataCache, ModelZoo, 
 from segmerge_bench.benchmark.report import write_bench_report
 from segmerge_bench.benchmark.runner import BenchResult, machine
 from segmerge_bench.benchmark.scoring import score
-from segmerge_bench.benchmark.settings import FULL, TARGET, BenchSettings, Sweep
+from segmerge_bench.benchmark.settings import FULL, QUICK, TARGET, BenchSettings, Sweep
 from segmerge_bench.benchmark.store import ArtifactStore, remove_path
 from segmerge_bench.benchmark.summary import claims_object
 from segmerge_bench.training import TrainingData
@@ -53,8 +54,18 @@ def _file_name(regime: str, role: str, suffix: str) -> str:
 
 def export(bench_out: Path, dest: Path, settings: BenchSettings = FULL) -> Path:
     """Copy the first seed's models of the full run in ``bench_out`` into ``dest``, with their
-    manifest (``src/segmerge_bench/zoo/shipped`` to regenerate the repository's files)."""
+    manifest (``src/segmerge_bench/zoo/shipped`` to regenerate the repository's files).
+
+    The run's preset, seeds and regimes are read from its report (``--quick``, ``--seed``,
+    ``--regime`` as it was run), so the files are the ones it trained; files an earlier export listed in ``dest``'s
+    manifest and this one does not are removed."""
     dest = Path(dest)
+    report = Path(bench_out) / "report" / "bench.json"
+    if report.is_file():
+        ran = json.loads(report.read_text())["settings"]
+        preset = {QUICK.name: QUICK, FULL.name: FULL}.get(ran.get("name"), settings)
+        settings = replace(preset, seeds=tuple(ran["seeds"]), regimes=tuple(ran["regimes"]))
+    earlier = _listed(dest / MANIFEST)
     store = ArtifactStore(Path(bench_out) / "cache")
     zoo = ModelZoo(settings, store, DataCache(settings, store), progress=True)
     seed = settings.seeds[0]
@@ -78,7 +89,18 @@ def export(bench_out: Path, dest: Path, settings: BenchSettings = FULL) -> Path:
     zoo.start().save(dest / SHIPPED_START)
     manifest["full_run"] = full_run_numbers(Path(bench_out))
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    for name in earlier - _listed(dest / MANIFEST):
+        remove_path(dest / name)
     return dest
+
+
+def _listed(manifest: Path) -> set[str]:
+    """The model files a shipped manifest names (none if there is no manifest)."""
+    if not manifest.is_file():
+        return set()
+    content = json.loads(manifest.read_text())
+    names = {name for models in content.get("regimes", {}).values() for name in models.values()}
+    return names | ({content["oracle"]} if content.get("oracle") else set())
 
 
 def full_run_numbers(bench_out: Path) -> dict:

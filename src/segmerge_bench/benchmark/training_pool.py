@@ -4,9 +4,8 @@ A tiny model's training step does not keep two cores busy: one thread runs a UDA
 about 1.4x the time two threads take, so two models trained side by side, one thread each,
 finish sooner than the same two trained one after the other on two threads. The pool
 trains, ahead of the run that reads them, every model the cache lacks; the run then finds
-them in the cache. Models whose UDA run starts from a source-only model
-(``BenchSettings.uda_warm_start``) wait for it: the pool trains in waves, the models that
-start from the shared start first. A model trained on one thread may differ from one
+them in the cache. A UDA run that starts from a source-only model
+(``BenchSettings.uda_warm_start``) waits for it. A model trained on one thread may differ from one
 trained on two in the last bits of its floats (the order of summation differs); the cache
 does not tell them apart.
 """
@@ -15,47 +14,80 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 
-from segmerge_bench.benchmark.models import DataCache, ModelZoo, TrainedModelSpec
+from segmerge_bench.benchmark.models import DataCache, ModelZoo, TrainedModelSpec, with_warm_starts
 from segmerge_bench.benchmark.settings import BenchSettings
-from segmerge_bench.benchmark.store import ArtifactStore
+from segmerge_bench.benchmark.store import ArtifactStore, remove_path
 
 
 def train_ahead(
     zoo: ModelZoo, specs: Iterable[TrainedModelSpec], processes: int, log: Callable[[str], None] = print
 ) -> list[str]:
     """Train the ``specs`` the cache lacks (and the source-only models they start from), up to
-    ``processes`` at a time; returns the names trained. With fewer than 2 processes it trains
-    nothing: the run then trains each model when it first needs it."""
+    ``processes`` at a time, longest first; returns the names trained. With fewer than 2
+    processes it trains nothing: the run then trains each model when it first needs it.
+
+    A spec listed twice with different snapshots is one model, trained once with all of them;
+    a cached model that lacks a snapshot asked for is trained again. A warm-started run is
+    started as soon as its source-only model is done. If a training fails, the models already
+    trained stay in the cache and the error is raised once the running ones have finished.
+    """
     if processes < 2:
         return []
-    wanted: dict[TrainedModelSpec, None] = {}
-    for spec in specs:
-        warm = zoo.warm_start(spec)
-        if warm is not None:
-            wanted[warm] = None
-        wanted[spec] = None
-    missing = [spec for spec in wanted if not zoo.path(spec, retrain=True).exists()]
-    waves = [
-        [spec for spec in missing if zoo.warm_start(spec) is None],
-        [spec for spec in missing if zoo.warm_start(spec) is not None],
-    ]
-    trained: list[str] = []
+    wanted: dict[Path, TrainedModelSpec] = {}
+    for spec in with_warm_starts(zoo.settings, specs):
+        path = zoo.path(spec, retrain=True)
+        if path in wanted:  # the same model: ask for every snapshot either listing wants
+            spec = replace(spec, snapshots=tuple(sorted({*wanted[path].snapshots, *spec.snapshots})))
+        wanted[path] = spec
+    missing = {path: spec for path, spec in wanted.items() if not _cached(zoo, path, spec)}
     if not missing:
-        return trained
-    for spec in missing:
+        return []
+    log(f"training: {len(missing)} models the cache lacks, {processes} at a time (one torch thread each)")
+    for spec in missing.values():
         zoo.data_for(spec)  # rendered once here, not by every process at once
+    for path in missing:
+        remove_path(path)  # a cached model without a snapshot asked for is trained again
+    waiting = {path: zoo.path(warm, retrain=True) for path, spec in missing.items() if (warm := zoo.warm_start(spec))}
+    trained: list[str] = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(processes, len(missing)), mp_context=context) as pool:
-        for wave in waves:
-            jobs = [(zoo.settings, zoo.store.root, spec) for spec in wave]
-            for name, seconds in pool.map(_train, *zip(*jobs, strict=True)) if jobs else ():
+        running: dict[Future, Path] = {}
+
+        def submit_ready() -> None:
+            ready = [path for path in missing if path not in running.values() and waiting.get(path) not in missing]
+            for path in sorted(ready, key=lambda p: -_cost(zoo, missing[p])):
+                running[pool.submit(_train, zoo.settings, zoo.store.root, missing[path])] = path
+
+        submit_ready()
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                path = running.pop(future)
+                if future.exception() is not None:  # raised once the running ones end; queued ones never start
+                    for queued in running:
+                        queued.cancel()
+                    raise future.exception()
+                name, seconds = future.result()
                 log(f"  trained {name} ({seconds:.0f} s, one thread)")
                 trained.append(name)
+                del missing[path]
+            submit_ready()
     zoo.trained.extend(trained)
     return trained
+
+
+def _cached(zoo: ModelZoo, path: Path, spec: TrainedModelSpec) -> bool:
+    """The model and every snapshot ``spec`` asks for are in the cache."""
+    return path.exists() and all(zoo.snapshot_path(spec, f, train=False).exists() for f in spec.snapshots)
+
+
+def _cost(zoo: ModelZoo, spec: TrainedModelSpec) -> float:
+    """A model's training time, roughly: its steps, a UDA step costing about twice a supervised one."""
+    return zoo.config_for(spec).steps * (2.0 if spec.recipe not in ("source-only", "oracle") else 1.0)
 
 
 def _train(settings: BenchSettings, root: Path, spec: TrainedModelSpec) -> tuple[str, float]:

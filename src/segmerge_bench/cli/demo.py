@@ -1,8 +1,8 @@
 """``segmerge demo``: the paper's three claims on the checkpoints shipped with segmerge, in under two minutes.
 
 The shipped models come from the first seed of the built-in benchmark's full run (SegFormers
-adapted from two synthetic source domains, a DAFormer-style model and a panoptic model, in
-both regimes of domain shift). The demo merges them through the public API - the layer-wise merge with
+adapted from two synthetic source domains, a DAFormer-style model and a panoptic model, per
+regime of domain shift the run covered). The demo merges them through the public API - the layer-wise merge with
 the library's defaults and the uniform soup -, scores every model, the merges and the
 output ensemble on freshly rendered target test images, and prints each claim beside the
 paper's gain.
