@@ -57,9 +57,10 @@ def seconds_per_step(kind, start: SharedStart, source, target, steps: int, threa
     config = FULL.uda.replace(steps=steps, warmup_steps=1, threads=threads, progress=False)
     config = config.replace(deterministic=deterministic)
     model = start.model(architecture)
-    if architecture == "panoptic":
-        train = train_panoptic_supervised if recipe == "source-only" else train_panoptic_uda
-        _, log = train(model, source, config) if recipe == "source-only" else train(model, source, target, config)
+    if architecture == "panoptic" and recipe == "source-only":
+        _, log = train_panoptic_supervised(model, source, config)
+    elif architecture == "panoptic":
+        _, log = train_panoptic_uda(model, source, target, config)
     elif recipe == "source-only":
         _, log = train_source_only(model, source, config)
     else:

@@ -246,13 +246,14 @@ class ModelZoo:
             save_model(model, temporary)
             self.trained.append(spec.name)
 
-        log_path = self._log_path(spec)
+        log_path = self._log_path(spec, key)
         self.store.produce(path, make)
         self._count_training(spec)
         return path
 
-    def _log_path(self, spec: TrainedModelSpec) -> Path:
-        return self.store.path("logs", spec.name, self._key(spec), ".json")
+    def _log_path(self, spec: TrainedModelSpec, key: str | None = None) -> Path:
+        """Where ``spec``'s training log is cached (``key``: its cache key, when already made)."""
+        return self.store.path("logs", spec.name, key or self._key(spec), ".json")
 
     def _count_training(self, spec: TrainedModelSpec) -> None:
         """Note the training seconds of ``spec`` and of the source-only run it started from, from
