@@ -10,6 +10,7 @@ from segmerge_bench.benchmark.regime import (
     RegimeMeasures,
     barrier_drop,
     closure,
+    labelled_classes,
     preconditions,
     regime_table,
 )
@@ -64,6 +65,24 @@ def test_each_precondition_fails_on_its_own_symptom():
     assert not _verdicts([weak_uda])["UDA adapts"]
     barrier = _measures(0, barrier=[48, 40, 30, 35, 50, 50, 50, 50, 50, 50, 50])
     assert not _verdicts([barrier])["one basin: UDA A + UDA B"]
+
+
+def test_a_source_that_leaves_classes_out_is_measured_over_the_classes_it_labels():
+    from segmerge.labels import SYNTHIA_16_TRAIN_IDS
+
+    # source B labels SYNTHIA's 16 classes, as SYNTHIA does, and is scored over them (mIoU16)
+    assert labelled_classes("appearance-b") == SYNTHIA_16_TRAIN_IDS
+    assert labelled_classes("appearance-a") is None and labelled_classes("classes-b") is None
+    # over 19 classes UDA B closes 1/24 of its gap; over the 16 B labels, 14/26
+    measures = _measures(0, uda=(48.0, 37.0))
+    assert not _verdicts([measures])["UDA adapts"]
+    measures.labelled = {"UDA B": {"oracle": 64.0, "source-only": 38.0, "adapted": 52.0, "classes": 16}}
+    check = next(c for c in preconditions([measures]) if c.name == "UDA adapts")
+    assert check.passed and "UDA B closes 54% over the 16 classes its source labels" in check.measured
+    assert "UDA A closes 56% (" in check.measured  # A labels every class: scored over 19
+    measures.labelled["UDA B"]["adapted"] = 40.0  # 2/26
+    assert not _verdicts([measures])["UDA adapts"]
+    assert RegimeMeasures.from_dict(json.loads(json.dumps(measures.to_dict()))) == measures
 
 
 def test_preconditions_hold_on_the_mean_over_seeds_and_round_trip():

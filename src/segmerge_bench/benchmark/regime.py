@@ -12,7 +12,10 @@ report puts them first (:func:`preconditions` says which hold, on the mean over 
   :data:`GAP_RANGE` (GTA5 -> Cityscapes with MiT-B5: about 0.6);
 * **UDA adapts**: each adapted model closes at least :data:`MIN_CLOSURE` of the way from its
   source-only model to the oracle (DAFormer closes about 0.7), with the share of target
-  pixels its confident predictions cover and their accuracy beside it;
+  pixels its confident predictions cover and their accuracy beside it. A source that never
+  labels some classes is measured over the classes it labels, all three models alike, as
+  the field scores SYNTHIA -> Cityscapes over SYNTHIA's 16 classes (source B of the
+  appearance regime leaves out the same three);
 * **one basin**: along the straight line between two merged models (or, for different
   heads, between their encoders under each head), target mIoU never falls below the
   weaker endpoint - no loss barrier.
@@ -35,6 +38,7 @@ import torch
 from segmerge.labels import IGNORE_INDEX
 from segmerge_bench.benchmark.claims import Claim
 from segmerge_bench.benchmark.scoring import score
+from segmerge_bench.benchmark.settings import REGIMES
 from segmerge_bench.benchmark.store import remove_path
 from segmerge_bench.training import TrainingData
 
@@ -57,7 +61,9 @@ class RegimeMeasures:
     mIoU) along its twice-as-long run; ``pseudo``: per adapted role, ``coverage`` (share of
     labelled target training pixels predicted above the pseudo-label threshold) and
     ``accuracy`` (of those); ``barriers``: per merged pair, per head, mIoU at
-    ``barrier_points`` (a = 0: the first model, 1: the second)."""
+    ``barrier_points`` (a = 0: the first model, 1: the second); ``labelled``: per adapted role
+    whose source leaves classes out, the mIoU over the ``classes`` it labels (their number) of
+    the ``oracle``, the ``source-only`` model and the ``adapted`` one."""
 
     regime: str
     seed: int
@@ -67,6 +73,7 @@ class RegimeMeasures:
     pseudo: dict[str, dict[str, float]] = field(default_factory=dict)
     barriers: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     barrier_points: tuple[float, ...] = BARRIER_POINTS
+    labelled: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +100,16 @@ def closure(adapted: float, source_only: float, oracle: float) -> float:
     """The share of the gap from the source-only model to the oracle that adaptation closed."""
     gap = oracle - source_only
     return (adapted - source_only) / gap if gap > 0 else math.nan
+
+
+def labelled_classes(domain: str) -> tuple[int, ...] | None:
+    """The trainIds a source domain labels, or None when it labels all 19."""
+    from segmerge_bench.synthetic.domains import TRAIN_ID_NAMES, get_domain
+
+    found = get_domain(domain)
+    if not found.absent_classes:
+        return None
+    return tuple(i for i, name in enumerate(TRAIN_ID_NAMES) if found.draws(name))
 
 
 def barrier_drop(curve: Sequence[float]) -> float:
@@ -141,7 +158,16 @@ def preconditions(measures: Sequence[RegimeMeasures]) -> list[Check]:
                 GAP_RANGE[0] <= share <= GAP_RANGE[1],
             )
         )
-        closed = {a: closure(mean(a), mean(s), oracle) for a, s in zip(ADAPTED, SOURCE_ONLY, strict=True)}
+        closed, over = {}, {}
+        for adapted, source_only in zip(ADAPTED, SOURCE_ONLY, strict=True):
+            subset = [m.labelled[adapted] for m in runs if adapted in m.labelled]
+            if subset:
+                numbers = {k: _mean([s[k] for s in subset]) for k in ("adapted", "source-only", "oracle")}
+                closed[adapted] = closure(numbers["adapted"], numbers["source-only"], numbers["oracle"])
+                over[adapted] = f" over the {int(subset[0]['classes'])} classes its source labels"
+            else:
+                closed[adapted] = closure(mean(adapted), mean(source_only), oracle)
+                over[adapted] = ""
         pseudo = {
             role: (
                 _mean([m.pseudo[role]["coverage"] for m in runs if role in m.pseudo]),
@@ -154,7 +180,7 @@ def preconditions(measures: Sequence[RegimeMeasures]) -> list[Check]:
                 regime,
                 "UDA adapts",
                 "; ".join(
-                    f"{role} closes {closed[role]:.0%} (confident pixels {pseudo[role][0]:.0%}, "
+                    f"{role} closes {closed[role]:.0%}{over[role]} (confident pixels {pseudo[role][0]:.0%}, "
                     f"{pseudo[role][1]:.0%} right)"
                     for role in ADAPTED
                 ),
@@ -270,6 +296,13 @@ def measure_regime(
     threshold = zoo.settings.uda.pseudo_label_threshold
     target = zoo.data.target_train()  # labelled: measured here, never trained on by UDA
     pseudo = {role: pseudo_label_quality(paths[role], target, threshold) for role in ADAPTED}
+    labelled = {}
+    for adapted, source_only, domain in zip(ADAPTED, SOURCE_ONLY, REGIMES[regime].sources, strict=True):
+        classes = labelled_classes(domain)
+        if classes is not None:
+            roles = {"oracle": ORACLE, "source-only": source_only, "adapted": adapted}
+            labelled[adapted] = {k: score([paths[role]], test, classes) for k, role in roles.items()}
+            labelled[adapted]["classes"] = len(classes)
     longer: dict[str, float] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
     for role in (ORACLE, *ADAPTED):
@@ -290,7 +323,7 @@ def measure_regime(
         )
         for claim in claims
     }
-    return RegimeMeasures(regime, seed, singles, longer, curves, pseudo, barriers, tuple(points))
+    return RegimeMeasures(regime, seed, singles, longer, curves, pseudo, barriers, tuple(points), labelled)
 
 
 def confident_pixels(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], threshold: float) -> dict[str, float]:

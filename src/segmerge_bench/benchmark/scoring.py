@@ -43,15 +43,16 @@ def _semantic_metric() -> SemanticMetric:
     return SemanticMetric(len(CITYSCAPES_CLASSES), ignore_index=IGNORE_INDEX, class_names=list(CITYSCAPES_CLASSES))
 
 
-def score(paths: Sequence[Path], test: TrainingData) -> float:
+def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | None = None) -> float:
     """mIoU (percent, as every segmerge metric; Cityscapes 19 classes) of one checkpoint, or of the
-    output ensemble of several."""
+    output ensemble of several. ``classes``: the mean over these trainIds only, as SYNTHIA ->
+    Cityscapes is scored over SYNTHIA's 16 classes (predicting another class still counts as an error)."""
     quiet_transformers()
     segmenters = [load_segmenter(str(p)) for p in paths]
     metric = _semantic_metric()
     for batch in predict(segmenters, test.images, CONFIG):
         metric.update(class_map(batch.ensemble()), test.labels[batch.indices].long())
-    return metric.compute().miou
+    return metric.compute(None if classes is None else list(classes)).miou
 
 
 def measure(metric: str, paths: Sequence[Path], test: TrainingData) -> dict[str, float]:
