@@ -92,3 +92,53 @@ def test_pq_claim_tables_keep_the_semantic_model_out_of_the_best_single_and_show
     assert "| model | PQ (%) | vs best single | PQ things | PQ stuff | mIoU |" in table
     assert "| UDA A alone | n/a |  | n/a | n/a | 25.0 ± 0.0 |" in table
     assert "| target oracle (semantic, trained on target labels) | n/a |  | n/a | n/a | 40.0 ± 0.0 |" in table
+
+
+def test_a_panoptic_claim_from_a_synthia_like_source_is_scored_over_its_16_classes(trained):
+    import numpy as np
+    import torch
+
+    from segmerge.evaluation.prediction import class_map, predict
+    from segmerge.labels import SYNTHIA_16_TRAIN_IDS, cityscapes_categories
+    from segmerge_bench.benchmark.claims import CLAIMS
+    from segmerge_bench.benchmark.experiments import scored_test
+    from segmerge_bench.benchmark.scoring import CONFIG
+
+    test, claim = trained["test"], next(c for c in CLAIMS if c.metric == PQ)
+    scored = scored_test(claim, "appearance", test)  # its panoptic model comes from source B
+    assert scored.scored_classes == SYNTHIA_16_TRAIN_IDS
+    assert scored_test(claim, "classes", test) is test  # classes-b labels all 19
+    assert scored_test(CLAIMS[0], "appearance", test) is test  # semantic claims: all 19
+    left_out = torch.tensor([CITYSCAPES_CLASSES.index(n) for n in ("terrain", "truck", "train")])
+    was = torch.isin(test.labels.long(), left_out)
+    assert was.any() and (scored.labels[was] == 255).all() and torch.equal(scored.labels[~was], test.labels[~was])
+    assert (scored.instances[was] == 0).all() and torch.equal(scored.images, test.images)
+    with pytest.raises(Exception, match="only labelled data"):
+        test.unlabelled().over_classes(SYNTHIA_16_TRAIN_IDS)
+
+    # the reference: the dataset's own panoptic ground truth with the three classes' segments made
+    # void (CVRN's conversion), 16 categories, and predicted segments of the three made void
+    categories = [c for c in cityscapes_categories() if c["id"] in SYNTHIA_16_TRAIN_IDS]
+    reference = PanopticMetric(categories)
+    segmenter = load_segmenter(str(trained["panoptic"]))
+    samples = list(trained["dataset"])
+    for batch in predict([segmenter], test.images, CONFIG, keep_outputs=True):
+        predicted = class_map(batch.ensemble())
+        for i, (ids, segments) in enumerate(batch.panoptic(0, set(THING_TRAIN_IDS), classes=predicted)):
+            truth = samples[batch.indices.start + i].panoptic
+            gt_ids = np.array(truth.ids, copy=True)
+            for s in truth.segments_info:
+                if s["category_id"] not in SYNTHIA_16_TRAIN_IDS:
+                    gt_ids[gt_ids == s["id"]] = 0
+            gt_segments = [s for s in truth.segments_info if s["category_id"] in SYNTHIA_16_TRAIN_IDS]
+            ids = np.array(ids, copy=True)
+            for s in segments:
+                if s["category_id"] not in SYNTHIA_16_TRAIN_IDS:
+                    ids[ids == s["id"]] = 0
+            kept = [s for s in segments if s["category_id"] in SYNTHIA_16_TRAIN_IDS]
+            reference.update(gt_ids, gt_segments, ids, kept)
+    expected, measured = reference.compute(), measure(PQ, [trained["panoptic"]], scored)
+    assert 10 <= expected.n <= 16 and expected.n_things <= 6  # categories present in 10 images
+    assert measured[PQ] == pytest.approx(expected.pq, abs=1e-6)
+    assert measured["PQ things"] == pytest.approx(expected.pq_things, abs=1e-6)
+    assert measured[PQ] != pytest.approx(measure(PQ, [trained["panoptic"]], test)[PQ], abs=1e-3)

@@ -61,6 +61,8 @@ class ClaimRun:
     #: Per merged layer, input to output: (depth, relative distance between the two models'
     #: weights) - the "discrepant parameters" analysis (:mod:`.discrepancy`).
     layer_distances: list[tuple[float, float]] = field(default_factory=list)
+    #: The trainIds every score averages over (:func:`scored_test`); None: all 19.
+    scored_classes: list[int] | None = None
 
     @property
     def best_single(self) -> float:
@@ -162,6 +164,7 @@ def run_claim(
         metric=claim.metric,
         details={**{str(i): single for i, single in enumerate(singles)}, ENSEMBLE_ROW: ensemble},
         layer_distances=layer_distances(claim, models),
+        scored_classes=None if test.scored_classes is None else list(test.scored_classes),
     )
     return run, kept
 
@@ -170,14 +173,31 @@ def score_singles(
     claim: Claim, models: list[Path], test: TrainingData, measured: dict[tuple[Path, str], dict[str, float]]
 ) -> list[dict[str, float]]:
     """Each model alone in the claim's metric where it has it (only the anchors can have PQ), else
-    its mIoU; ``measured`` caches scores across the claims of a run."""
+    its mIoU; ``measured`` caches scores across the claims of a run, by (checkpoint, metric,
+    ``test.scored_classes``)."""
     out = []
     for i, path in enumerate(models):
         metric = claim.metric if i in claim.anchors else "mIoU"
-        if (path, metric) not in measured:
-            measured[path, metric] = measure(metric, [path], test)
-        out.append(measured[path, metric])
+        key = (path, metric, test.scored_classes)
+        if key not in measured:
+            measured[key] = measure(metric, [path], test)
+        out.append(measured[key])
     return out
 
 
-__all__ = ["DEFAULT", "SOUP", "ClaimRun", "ScoredMerge", "run_claim", "score_singles"]
+def scored_test(claim: Claim, regime: str, test: TrainingData) -> TrainingData:
+    """The test split ``claim`` is scored on in ``regime``: a panoptic claim over the classes its
+    panoptic model's source labels, as EDAPS and CVRN score SYNTHIA -> Cityscapes panoptic
+    segmentation over SYNTHIA's 16 classes (6 things; jxhuang0508/CVRN
+    ``cvrn/init_citiscapes_19cls_to_16cls.py`` turns the other three into void), source B of the
+    appearance regime leaving out the same three; every other claim over all 19 classes."""
+    from segmerge_bench.benchmark.models import regime_specs
+    from segmerge_bench.synthetic.domains import get_domain
+
+    if claim.metric != "PQ":
+        return test
+    domain = get_domain(regime_specs(regime, 0)[claim.roles[claim.anchors[0]]].source)
+    return test.over_classes(domain.labelled_ids()) if domain.absent_classes else test
+
+
+__all__ = ["DEFAULT", "SOUP", "ClaimRun", "ScoredMerge", "run_claim", "score_singles", "scored_test"]

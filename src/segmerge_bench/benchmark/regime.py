@@ -104,12 +104,10 @@ def closure(adapted: float, source_only: float, oracle: float) -> float:
 
 def labelled_classes(domain: str) -> tuple[int, ...] | None:
     """The trainIds a source domain labels, or None when it labels all 19."""
-    from segmerge_bench.synthetic.domains import TRAIN_ID_NAMES, get_domain
+    from segmerge_bench.synthetic.domains import get_domain
 
     found = get_domain(domain)
-    if not found.absent_classes:
-        return None
-    return tuple(i for i, name in enumerate(TRAIN_ID_NAMES) if found.draws(name))
+    return found.labelled_ids() if found.absent_classes else None
 
 
 def barrier_drop(curve: Sequence[float]) -> float:

@@ -18,7 +18,7 @@ import torch
 
 from segmerge_bench.benchmark.candidates import named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import CLAIMS
-from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
+from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles, scored_test
 from segmerge_bench.benchmark.label_free import tune_claim
 from segmerge_bench.benchmark.models import (
     SNAPSHOT_ROLES,
@@ -164,12 +164,16 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                 )
             # the models the regime scored alone are not scored again for the claims
             measured: dict = {
-                (paths[role], "mIoU"): {"mIoU": value} for role, value in regimes[-1].singles.items() if role in paths
+                (paths[role], "mIoU", None): {"mIoU": value}
+                for role, value in regimes[-1].singles.items()
+                if role in paths
             }
             for claim in claims:
                 models = [paths[role] for role in claim.roles]
+                scored = scored_test(claim, regime, test)  # a panoptic claim: its source's classes
                 with stage("scoring"):
-                    singles = score_singles(claim, models, test, measured)
+                    singles = score_singles(claim, models, scored, measured)
+                    upper = oracle if scored is test else score([oracle_path], scored)
                 candidates = len(named_candidates()) + len(sweep_candidates(settings.sweep, claim.anchors))
                 log(f"  {claim.name}: {candidates} merges")
                 workdir = out / "merges" / f"seed{seed}" / regime / claim.name
@@ -180,8 +184,8 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         seed,
                         models,
                         singles,
-                        oracle,
-                        test,
+                        upper,
+                        scored,
                         settings.sweep,
                         workdir,
                     )
@@ -192,7 +196,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                             models,
                             run.singles,
                             data.target_train().unlabelled(),
-                            test,
+                            scored,
                             workdir / "tune",
                             settings.tune,
                             seed,

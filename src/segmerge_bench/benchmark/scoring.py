@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from segmerge.errors import SegmergeError
 from segmerge.evaluation.prediction import InferenceConfig, class_map, predict
 from segmerge.labels import CITYSCAPES_CLASSES, IGNORE_INDEX, THING_TRAIN_IDS, cityscapes_categories
@@ -45,14 +47,31 @@ def _semantic_metric() -> SemanticMetric:
 
 def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | None = None) -> float:
     """mIoU (percent, as every segmerge metric; Cityscapes 19 classes) of one checkpoint, or of the
-    output ensemble of several. ``classes``: the mean over these trainIds only, as SYNTHIA ->
-    Cityscapes is scored over SYNTHIA's 16 classes (predicting another class still counts as an error)."""
+    output ensemble of several. ``classes`` (default: ``test.scored_classes``): the mean over these
+    trainIds only, as SYNTHIA -> Cityscapes is scored over SYNTHIA's 16 classes (predicting another
+    class still counts as an error)."""
     quiet_transformers()
     segmenters = [load_segmenter(str(p)) for p in paths]
     metric = _semantic_metric()
     for batch in predict(segmenters, test.images, CONFIG):
         metric.update(class_map(batch.ensemble()), test.labels[batch.indices].long())
+    classes = test.scored_classes if classes is None else classes
     return metric.compute(None if classes is None else list(classes)).miou
+
+
+def _within(ids, segments: list[dict], scored: Sequence[int] | None) -> tuple:
+    """A predicted panoptic map with the segments of classes outside ``scored`` made void: a
+    model of SYNTHIA's 16 classes never predicts the other three, so predicting them is only
+    an error on the ground truth's segments (their pixels are missed), not a scored segment."""
+    if scored is None:
+        return ids, segments
+    kept = [s for s in segments if s["category_id"] in scored]
+    if len(kept) < len(segments):
+        ids = ids.clone() if isinstance(ids, torch.Tensor) else ids.copy()
+        for segment in segments:
+            if segment["category_id"] not in scored:
+                ids[ids == segment["id"]] = 0
+    return ids, kept
 
 
 def measure(metric: str, paths: Sequence[Path], test: TrainingData) -> dict[str, float]:
@@ -67,20 +86,23 @@ def measure(metric: str, paths: Sequence[Path], test: TrainingData) -> dict[str,
 def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float]:
     """PQ, PQ things, PQ stuff, SQ, RQ (percent) of the panoptic network ``paths[0]`` - or of its
     semantic output averaged with the semantic models ``paths[1:]`` - and the mIoU of that
-    semantic output. ``test`` needs labels and instances."""
+    semantic output. ``test`` needs labels and instances; scored over ``test.scored_classes`` when
+    set (:meth:`~segmerge_bench.training.TrainingData.over_classes`)."""
     truths = test.panoptic_truths
     quiet_transformers()
     segmenters = [load_segmenter(str(p)) for p in paths]
     if segmenters[0].panoptic_head is None:
         raise SegmergeError(f"{paths[0]}: PQ needs a panoptic network first")
     things = set(THING_TRAIN_IDS)
-    quality = PanopticMetric(cityscapes_categories())
+    scored = test.scored_classes
+    categories = [c for c in cityscapes_categories() if scored is None or c["id"] in scored]
+    quality = PanopticMetric(categories)
     classes = _semantic_metric()
     for batch in predict(segmenters, test.images, CONFIG, keep_outputs=True):
         predicted = class_map(batch.ensemble())
         classes.update(predicted, test.labels[batch.indices].long())
         for i, (ids, segments) in enumerate(batch.panoptic(0, things, classes=predicted), start=batch.indices.start):
-            quality.update(*truths[i], ids, segments)
+            quality.update(*truths[i], *_within(ids, segments, scored))
     result = quality.compute()
     return {
         PQ: result.pq,
@@ -88,5 +110,5 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
         "PQ stuff": result.pq_stuff,
         "SQ": result.sq,
         "RQ": result.rq,
-        MIOU: classes.compute().miou,
+        MIOU: classes.compute(None if scored is None else list(scored)).miou,
     }

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from segmerge.errors import SegmergeError
 from segmerge_bench.benchmark.claims import CLAIMS, HEADLINE_CLAIMS
-from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles
+from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles, scored_test
 from segmerge_bench.benchmark.label_free import TuneSettings, learned_merge
 from segmerge_bench.benchmark.models import SHIPPED_START, DataCache, ModelZoo, oracle_spec, regime_specs, shipped_path
 from segmerge_bench.benchmark.report import write_bench_report
@@ -189,21 +189,22 @@ def demo_runs(
     runs = []
     for regime, files in manifest["regimes"].items():
         paths = {role: shipped(name) for role, name in files.items()}
-        measured: dict = {(paths[role], "mIoU"): {"mIoU": score([paths[role]], test)} for role in paths}
-        singles[regime] = {"oracle": oracle, **{role: measured[paths[role], "mIoU"]["mIoU"] for role in paths}}
+        measured: dict = {(paths[role], "mIoU", None): {"mIoU": score([paths[role]], test)} for role in paths}
+        singles[regime] = {"oracle": oracle, **{role: measured[paths[role], "mIoU", None]["mIoU"] for role in paths}}
         for claim in CLAIMS:
             if claim.name not in HEADLINE_CLAIMS or any(role not in paths for role in claim.roles):
                 continue
             log(f"{regime} regime, {claim.name}: merging and scoring")
             models = [paths[role] for role in claim.roles]
+            scored = scored_test(claim, regime, test)  # a panoptic claim: its source's classes
             run, _ = run_claim(
                 claim,
                 regime,
                 manifest["seed"],
                 models,
-                score_singles(claim, models, test, measured),
-                oracle,
-                test,
+                score_singles(claim, models, scored, measured),
+                oracle if scored is test else score([shipped(manifest["oracle"])], scored),
+                scored,
                 NO_SWEEP,
                 Path(workdir) / regime / claim.name,
             )
@@ -215,7 +216,7 @@ def demo_runs(
                     TuningModels.open([str(m) for m in models]),
                     models,
                     unlabelled,
-                    test,
+                    scored,
                     Path(workdir) / regime / claim.name,
                     DEMO_TUNING,
                     manifest["seed"],

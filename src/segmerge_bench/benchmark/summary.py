@@ -156,6 +156,7 @@ def claim_numbers(runs: Sequence[ClaimRun]) -> dict:
         "gain": round(layerwise - best, 2),
         **label_free_numbers(runs),
         "seeds": sorted({r.seed for r in runs}),
+        "classes": len(runs[0].scored_classes or range(19)),
     }
     if len(runs) > 1:
         per_seed = {
@@ -228,10 +229,12 @@ def markdown_tables(runs: Sequence[ClaimRun]) -> str:
         seeds = sorted({r.seed for r in group})
         paper = f"; the paper reports +{claim.paper_gain} {claim.metric}" if claim.paper_gain else ""
         extra = DETAILS.get(claim.metric, ())
+        scored = group[0].scored_classes
+        over = "" if scored is None else f" Scored over the {len(scored)} classes the panoptic model's source labels."
         lines += [
             f"### {name}, {regime} regime",
             "",
-            f"{claim.title}. Seeds {seeds}{paper}.",
+            f"{claim.title}. Seeds {seeds}{paper}.{over}",
             "",
             f"| model | {claim.metric} (%) | vs best single | " + "".join(f"{e} | " for e in extra) + "cost | note |",
             "|---|---:|---:|" + "---:|" * len(extra) + "---:|---|",

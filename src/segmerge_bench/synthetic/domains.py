@@ -272,6 +272,10 @@ class Domain:
         """Whether this domain ever draws the class ``name``."""
         return name not in self.absent_classes
 
+    def labelled_ids(self) -> tuple[int, ...]:
+        """The trainIds this domain draws, and so labels (SYNTHIA's 16 for ``appearance-b``)."""
+        return tuple(i for i, name in enumerate(TRAIN_ID_NAMES) if self.draws(name))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-able data; ``Domain.from_dict(d.to_dict()) == d``."""
         return {

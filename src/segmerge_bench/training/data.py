@@ -39,12 +39,14 @@ def panoptic_truth(labels: torch.Tensor, instances: torch.Tensor, thing_ids) -> 
 @dataclass
 class TrainingData:
     """``images``: uint8 [N,H,W,3]; ``labels``: uint8 trainIds [N,H,W] (255 ignore), or None (unlabelled);
-    ``instances``: int32 [N,H,W] thing instance ids (0 = no thing), or None (what panoptic training needs)."""
+    ``instances``: int32 [N,H,W] thing instance ids (0 = no thing), or None (what panoptic training needs).
+    ``scored_classes``: the trainIds scores on this data average over (None: all); see :meth:`over_classes`."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
     name: str = ""
     instances: torch.Tensor | None = None
+    scored_classes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
@@ -65,6 +67,18 @@ class TrainingData:
             )
         if len(self.images) == 0:
             raise SegmergeError(f"{self.name or 'training data'}: no images")
+
+    def over_classes(self, classes: Iterable[int]) -> TrainingData:
+        """This labelled data scored over ``classes`` only, as the field scores SYNTHIA -> Cityscapes
+        panoptic segmentation over SYNTHIA's 16 classes: the other classes' pixels become void
+        (labels ignore, no instance) and the scores average over ``classes``."""
+        if self.labels is None:
+            raise SegmergeError(f"{self.name or 'data'}: only labelled data can be scored over a set of classes")
+        classes = tuple(sorted({int(c) for c in classes}))
+        kept = torch.isin(self.labels.long(), torch.tensor(classes))
+        labels = torch.where(kept, self.labels, torch.full_like(self.labels, IGNORE_INDEX))
+        instances = None if self.instances is None else torch.where(kept, self.instances, 0)
+        return TrainingData(self.images, labels, f"{self.name} ({len(classes)} classes)", instances, classes)
 
     @functools.cached_property
     def panoptic_truths(self) -> list[tuple[np.ndarray, list[dict]]]:
