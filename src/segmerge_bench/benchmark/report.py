@@ -55,7 +55,8 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
         f"{result.machine.get('threads')} torch threads, torch {result.machine.get('torch')}.",
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()) + ".",
         "",
-        "mIoU over the 19 Cityscapes classes (PQ over them for semantic-to-panoptic) on the synthetic"
+        "mIoU over the 19 Cityscapes classes (PQ for semantic-to-panoptic, over the classes its panoptic"
+        " model's source labels: SYNTHIA's 16 for source B of the appearance regime) on the synthetic"
         f" target's held-out test split ({result.settings['test_images']} images)."
         " Mean ± sample standard deviation over seeds.",
         "",
