@@ -19,7 +19,7 @@ from segmerge.merging.plan import Action
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SweepRecipe, named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import Claim
 from segmerge_bench.benchmark.discrepancy import layer_distances
-from segmerge_bench.benchmark.scoring import measure
+from segmerge_bench.benchmark.scoring import PQ, measure
 from segmerge_bench.benchmark.settings import Sweep
 from segmerge_bench.benchmark.store import remove_path
 from segmerge_bench.training import TrainingData
@@ -194,7 +194,7 @@ def scored_test(claim: Claim, regime: str, test: TrainingData) -> TrainingData:
     from segmerge_bench.benchmark.models import regime_specs
     from segmerge_bench.synthetic.domains import get_domain
 
-    if claim.metric != "PQ":
+    if claim.metric != PQ:
         return test
     domain = get_domain(regime_specs(regime, 0)[claim.roles[claim.anchors[0]]].source)
     return test.over_classes(domain.labelled_ids()) if domain.absent_classes else test
