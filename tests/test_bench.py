@@ -131,3 +131,11 @@ def test_label_free_rows_and_correlations_appear_when_the_runs_were_tuned():
     table = markdown_tables(runs)
     assert "unsupervised pick (agreement, no target labels) | 45.0 ± 0.7" in table
     assert "agreement +0.80, entropy -0.20" in table
+
+
+def test_more_jobs_than_cores_is_warned_about():
+    from segmerge_bench.cli.bench import oversubscribed
+
+    assert oversubscribed(2, 2) is None and oversubscribed(1, 8) is None and oversubscribed(4, None) is None
+    warning = oversubscribed(4, 2)
+    assert "--jobs 4" in warning and "2 CPU cores" in warning and "--jobs 2 or fewer" in warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -77,6 +78,9 @@ def bench(
         settings = replace(settings, pretrain_from_scratch=True)
     if jobs is not None:
         settings = replace(settings, training_processes=jobs)
+        warning = oversubscribed(jobs, os.cpu_count())
+        if warning:
+            stderr.print(warning, markup=False)
     command = "segmerge " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "segmerge bench"
     if evaluation_reports is None:
         evaluation_reports = settings.evaluation_reports
@@ -97,6 +101,16 @@ def bench(
         + ", ".join(f"{k} {v}" for k, v in result.timings.items())
         + f"\nreport: {out / 'report' / 'bench.md'}",
         markup=False,
+    )
+
+
+def oversubscribed(jobs: int, cores: int | None) -> str | None:
+    """A warning when ``--jobs`` asks for more side-by-side trainings (one thread each) than there are cores."""
+    if cores is None or jobs <= cores:
+        return None
+    return (
+        f"warning: --jobs {jobs} trains {jobs} models at once on {cores} CPU cores; they will compete for the "
+        f"cores and the run will be slower, not faster (use --jobs {cores} or fewer)"
     )
 
 
