@@ -26,10 +26,9 @@ from pathlib import Path
 
 import torch
 
-from segmerge.labels import IGNORE_INDEX, THING_TRAIN_IDS
+from segmerge.labels import IGNORE_INDEX, THING_TRAIN_IDS, cityscapes_categories
 from segmerge.metrics import PanopticMetric
 from segmerge_bench.benchmark.models import SHIPPED_START, shipped_path
-from segmerge_bench.benchmark.scoring import cityscapes_categories
 from segmerge_bench.benchmark.settings import FINE_TUNE
 from segmerge_bench.synthetic import SyntheticDataset
 from segmerge_bench.synthetic.domains import TARGET

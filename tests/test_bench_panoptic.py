@@ -94,6 +94,23 @@ def test_pq_claim_tables_keep_the_semantic_model_out_of_the_best_single_and_show
     assert "| target oracle (semantic, trained on target labels) | n/a |  | n/a | n/a | 40.0 ± 0.0 |" in table
 
 
+def test_a_score_measured_over_19_classes_is_not_reused_for_16(trained, monkeypatch):
+    from segmerge.labels import SYNTHIA_16_TRAIN_IDS
+    from segmerge_bench.benchmark import experiments
+    from segmerge_bench.benchmark.claims import CLAIMS
+
+    claim = next(c for c in CLAIMS if c.metric == PQ)
+    models = [trained["panoptic"], trained["semantic"]]
+    calls = []
+    monkeypatch.setattr(experiments, "measure", lambda metric, paths, test: calls.append(test) or {metric: 1.0})
+    measured = {(trained["semantic"], MIOU, None): {MIOU: 30.0}}  # the regime scored it over 19 classes
+    over_16 = trained["test"].over_classes(SYNTHIA_16_TRAIN_IDS)
+    experiments.score_singles(claim, models, over_16, measured)
+    assert [t.scored_classes for t in calls] == [SYNTHIA_16_TRAIN_IDS] * 2  # both scored again, over 16
+    assert experiments.score_singles(claim, models, trained["test"], measured)[1] == {MIOU: 30.0}
+    assert len(calls) == 3  # over 19 classes, only the panoptic model's PQ was new
+
+
 def test_a_panoptic_claim_from_a_synthia_like_source_is_scored_over_its_16_classes(trained):
     import numpy as np
     import torch

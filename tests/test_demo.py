@@ -37,6 +37,9 @@ def test_demo_json_reports_the_three_claims_in_every_shipped_regime(tmp_path):
             assert numbers["ensemble_cost"] == 2
             assert 0.0 <= numbers["tuned"] <= 100.0  # the merge learned from unlabelled target images
             assert abs(numbers["gain"] - (numbers["layerwise"] - numbers["best_single"])) < 0.02
+        # the panoptic claim over the classes its SYNTHIA-like source labels in the appearance regime
+        expected = {regime: 16 if panoptic and regime == "appearance" else 19 for regime in shipped}
+        assert {regime: n["classes"] for regime, n in claim["by_regime"].items()} == expected
     assert (tmp_path / "report" / "claims.json").is_file()
     assert (tmp_path / "report" / "bench.md").read_text().count("### ") == 3 * len(shipped)
     semantic = claims[-1]["details"]["layer-wise (default)"]

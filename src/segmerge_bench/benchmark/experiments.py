@@ -170,7 +170,7 @@ def run_claim(
 
 
 def score_singles(
-    claim: Claim, models: list[Path], test: TrainingData, measured: dict[tuple[Path, str], dict[str, float]]
+    claim: Claim, models: list[Path], test: TrainingData, measured: dict[tuple, dict[str, float]]
 ) -> list[dict[str, float]]:
     """Each model alone in the claim's metric where it has it (only the anchors can have PQ), else
     its mIoU; ``measured`` caches scores across the claims of a run, by (checkpoint, metric,
@@ -192,12 +192,12 @@ def scored_test(claim: Claim, regime: str, test: TrainingData) -> TrainingData:
     ``cvrn/init_citiscapes_19cls_to_16cls.py`` turns the other three into void), source B of the
     appearance regime leaving out the same three; every other claim over all 19 classes."""
     from segmerge_bench.benchmark.models import regime_specs
-    from segmerge_bench.synthetic.domains import get_domain
+    from segmerge_bench.benchmark.regime import labelled_classes
 
     if claim.metric != PQ:
         return test
-    domain = get_domain(regime_specs(regime, 0)[claim.roles[claim.anchors[0]]].source)
-    return test.over_classes(domain.labelled_ids()) if domain.absent_classes else test
+    classes = labelled_classes(regime_specs(regime, 0)[claim.roles[claim.anchors[0]]].source)
+    return test if classes is None else test.over_classes(classes)
 
 
 __all__ = ["DEFAULT", "SOUP", "ClaimRun", "ScoredMerge", "run_claim", "score_singles", "scored_test"]

@@ -47,9 +47,10 @@ def _semantic_metric() -> SemanticMetric:
 
 def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | None = None) -> float:
     """mIoU (percent, as every segmerge metric; Cityscapes 19 classes) of one checkpoint, or of the
-    output ensemble of several. ``classes`` (default: ``test.scored_classes``): the mean over these
-    trainIds only, as SYNTHIA -> Cityscapes is scored over SYNTHIA's 16 classes (predicting another
-    class still counts as an error)."""
+    output ensemble of several. ``classes``: the mean over these trainIds only, the labels kept, as
+    mmseg scores SYNTHIA -> Cityscapes over SYNTHIA's 16 classes (predicting another class still
+    counts as an error). By default ``test.scored_classes``, on data whose other classes
+    :meth:`~segmerge_bench.training.TrainingData.over_classes` has already made void (CVRN's rule)."""
     quiet_transformers()
     segmenters = [load_segmenter(str(p)) for p in paths]
     metric = _semantic_metric()

@@ -81,7 +81,7 @@ def print_claims(claims: dict) -> None:
                 (
                     claim["name"],
                     regime,
-                    claim["metric"],
+                    claim["metric"] + (f" ({n['classes']} classes)" if n.get("classes", 19) != 19 else ""),
                     f"{n['best_single']:.1f}",
                     f"{n['uniform_soup']:.1f}",
                     f"{n['layerwise']:.1f}",
