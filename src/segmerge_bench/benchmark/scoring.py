@@ -60,7 +60,7 @@ def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | No
     return metric.compute(None if classes is None else list(classes)).miou
 
 
-def _within(ids, segments: list[dict], scored: Sequence[int] | None) -> tuple:
+def void_outside(ids, segments: list[dict], scored: Sequence[int] | None) -> tuple:
     """A predicted panoptic map with the segments of classes outside ``scored`` made void: a
     model of SYNTHIA's 16 classes never predicts the other three, so predicting them is only
     an error on the ground truth's segments (their pixels are missed), not a scored segment."""
@@ -103,7 +103,7 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
         predicted = class_map(batch.ensemble())
         classes.update(predicted, test.labels[batch.indices].long())
         for i, (ids, segments) in enumerate(batch.panoptic(0, things, classes=predicted), start=batch.indices.start):
-            quality.update(*truths[i], *_within(ids, segments, scored))
+            quality.update(*truths[i], *void_outside(ids, segments, scored))
     result = quality.compute()
     return {
         PQ: result.pq,
