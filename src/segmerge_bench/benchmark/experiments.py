@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from segmerge import api
+from segmerge.labels import CITYSCAPES_CLASSES
 from segmerge.merging.execute import single_threaded
 from segmerge.merging.plan import Action
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SweepRecipe, named_candidates, sweep_candidates
@@ -63,6 +64,11 @@ class ClaimRun:
     layer_distances: list[tuple[float, float]] = field(default_factory=list)
     #: The trainIds every score averages over (:func:`scored_test`); None: all 19.
     scored_classes: list[int] | None = None
+
+    @property
+    def class_count(self) -> int:
+        """How many classes its scores average over."""
+        return len(self.scored_classes or CITYSCAPES_CLASSES)
 
     @property
     def best_single(self) -> float:

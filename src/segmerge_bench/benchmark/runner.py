@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from segmerge.labels import CITYSCAPES_CLASSES
 from segmerge_bench.benchmark.candidates import named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles, scored_test
@@ -210,7 +209,7 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
                         "merges": kept,
                         "oracle": oracle_path,
                         "metric": claim.metric,
-                        "classes": len(scored.scored_classes or CITYSCAPES_CLASSES),
+                        "classes": run.class_count,
                     }
             if has_control(settings, seed):
                 log("  control: a SegFormer adapted from B with another decoder init, soup with UDA A")

@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from segmerge.labels import CITYSCAPES_CLASSES
 from segmerge_bench.benchmark.candidates import DEFAULT, SOUP, SWEEP
 from segmerge_bench.benchmark.claims import CLAIMS, PAPER_GAINS
 from segmerge_bench.benchmark.experiments import ENSEMBLE_ROW, ClaimRun
@@ -157,7 +156,7 @@ def claim_numbers(runs: Sequence[ClaimRun]) -> dict:
         "gain": round(layerwise - best, 2),
         **label_free_numbers(runs),
         "seeds": sorted({r.seed for r in runs}),
-        "classes": len(runs[0].scored_classes or CITYSCAPES_CLASSES),
+        "classes": runs[0].class_count,
     }
     if len(runs) > 1:
         per_seed = {
