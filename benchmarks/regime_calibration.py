@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600, help="training images per domain")
     parser.add_argument("--test-images", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where models train: cpu, cuda, cuda:N (scored on the cpu)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/segmerge-regime-data"))
     parser.add_argument("--source-b", choices=sorted(B_VARIANTS), default=None, help="a variant of source B")
     parser.add_argument("--seed", type=int, default=0, help="training seed (batches, mixing, decoder dropout)")
@@ -176,6 +177,7 @@ def main() -> None:
             pseudo_label_weighting=args.pseudo_weighting,
             ema_alpha=args.ema,
             threads=args.threads,
+            device=args.device,
             seed=args.seed,
             progress=False,
         )

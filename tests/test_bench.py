@@ -1,6 +1,7 @@
 """The built-in benchmark: its bookkeeping on hand-built runs, its cache, and ``bench --quick`` end to end."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -139,3 +140,71 @@ def test_more_jobs_than_cores_is_warned_about():
     assert oversubscribed(2, 2) is None and oversubscribed(1, 8) is None and oversubscribed(4, None) is None
     warning = oversubscribed(4, 2)
     assert "--jobs 4" in warning and "2 CPU cores" in warning and "--jobs 2 or fewer" in warning
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--size", "medium"], "--size 'medium': choose small or large"),
+        (["--quick", "--size", "large"], "leave out --size large"),
+        (["--device", "gpu"], "not a device"),
+        pytest.param(
+            ["--device", "cuda"],
+            "sees no CUDA GPU",
+            marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA"),
+        ),
+    ],
+)
+def test_bench_refuses_a_size_or_device_it_cannot_run_before_writing_anything(tmp_path, arguments, message):
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--out", str(out), *arguments])
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_the_large_preset_pretrains_a_wider_encoder_and_trains_four_times_as_long():
+    from segmerge.errors import SegmergeError
+    from segmerge_bench.benchmark.settings import FULL, LARGE, MIT_B0
+    from segmerge_bench.zoo.models import build_model, encoder_of
+
+    assert LARGE.encoder == MIT_B0 and LARGE.pretrain_from_scratch
+    assert (LARGE.claims, LARGE.seeds, LARGE.sweep) == (FULL.claims, FULL.seeds, FULL.sweep)
+    for recipe in ("source_only", "uda", "oracle"):
+        large, full = getattr(LARGE, recipe), getattr(FULL, recipe)
+        assert large.steps == 4 * full.steps and large.lr == full.lr
+    assert LARGE.source_images == 4 * FULL.source_images
+    wide = sum(p.numel() for p in encoder_of(build_model("segformer", **MIT_B0)).parameters())
+    assert 3.0e6 < wide < 3.6e6  # MiT-B0's encoder: 3.3M parameters
+    with pytest.raises(SegmergeError, match="must be pre-trained by the run"):
+        replace(FULL, encoder=MIT_B0)
+
+
+def test_the_device_is_in_no_cache_key_so_a_cpu_run_reuses_gpu_trained_models(tmp_path):
+    """Models and scores are keyed by what shapes them; the device (like torch threads) does not."""
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, regime_specs
+
+    store = ArtifactStore(tmp_path)
+    zoos = [ModelZoo(replace(QUICK, device=d), store, DataCache(QUICK, store, False), False) for d in ("cpu", "cuda")]
+    spec = regime_specs("appearance", 0)["UDA A"]
+    assert zoos[0].path(spec, retrain=True) == zoos[1].path(spec, retrain=True)
+    assert [zoo.config_for(spec).device for zoo in zoos] == ["cpu", "cuda"]
+
+
+def test_a_wider_encoder_is_pretrained_into_its_own_start(tmp_path):
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo
+    from segmerge_bench.training import TrainConfig
+    from segmerge_bench.zoo.models import encoder_of
+
+    narrow = {"hidden_sizes": [8, 16, 32, 64], "num_attention_heads": [1, 1, 2, 4]}
+    pretrain = TrainConfig(steps=2, batch_size=2, warmup_steps=1, threads=1, progress=False)
+    settings = replace(QUICK, pretrain_from_scratch=True, pretrain=pretrain, pretrain_images=4)
+    store = ArtifactStore(tmp_path)
+    tiny = ModelZoo(settings, store, DataCache(settings, store, False), False)
+    other = ModelZoo(replace(settings, encoder=narrow), store, DataCache(settings, store, False), False)
+    start = other.start()
+    assert encoder_of(start.model("segformer")).config.hidden_sizes == [8, 16, 32, 64]
+    assert start.model("panoptic") is not None
+    tiny.start()
+    assert tiny._start_key != other._start_key
+    assert encoder_of(tiny.start().model("segformer")).config.hidden_sizes == [16, 32, 64, 128]

@@ -119,7 +119,7 @@ def test_a_panoptic_claim_from_a_synthia_like_source_is_scored_over_its_16_class
     from segmerge.labels import SYNTHIA_16_TRAIN_IDS, cityscapes_categories
     from segmerge_bench.benchmark.claims import CLAIMS
     from segmerge_bench.benchmark.experiments import scored_test
-    from segmerge_bench.benchmark.scoring import CONFIG
+    from segmerge_bench.benchmark.scoring import inference
 
     test, claim = trained["test"], next(c for c in CLAIMS if c.metric == PQ)
     scored = scored_test(claim, "appearance", test)  # its panoptic model comes from source B
@@ -139,7 +139,7 @@ def test_a_panoptic_claim_from_a_synthia_like_source_is_scored_over_its_16_class
     reference = PanopticMetric(categories)
     segmenter = load_segmenter(str(trained["panoptic"]))
     samples = list(trained["dataset"])
-    for batch in predict([segmenter], test.images, CONFIG, keep_outputs=True):
+    for batch in predict([segmenter], test.images, inference(), keep_outputs=True):
         predicted = class_map(batch.ensemble())
         for i, (ids, segments) in enumerate(batch.panoptic(0, set(THING_TRAIN_IDS), classes=predicted)):
             truth = samples[batch.indices.start + i].panoptic

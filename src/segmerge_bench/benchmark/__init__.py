@@ -10,6 +10,6 @@ merged), ``experiments`` and ``scoring`` (merge and score), ``runner``, ``summar
 """
 
 from segmerge_bench.benchmark.runner import BenchResult, run_benchmark
-from segmerge_bench.benchmark.settings import FULL, QUICK, REGIMES, BenchSettings
+from segmerge_bench.benchmark.settings import FULL, LARGE, QUICK, REGIMES, BenchSettings
 
-__all__ = ["FULL", "QUICK", "REGIMES", "BenchResult", "BenchSettings", "run_benchmark"]
+__all__ = ["FULL", "LARGE", "QUICK", "REGIMES", "BenchResult", "BenchSettings", "run_benchmark"]

@@ -121,7 +121,9 @@ def _flag(**flags: bool) -> dict[str, bool]:
 
 
 def _config_fields(config: TrainConfig) -> dict:
-    return {k: v for k, v in config.to_dict().items() if k not in ("progress", "description", "threads", "snapshots")}
+    """What of a training config shapes the model it trains (so enters its cache key)."""
+    unkeyed = ("progress", "description", "threads", "device", "snapshots")
+    return {k: v for k, v in config.to_dict().items() if k not in unkeyed}
 
 
 class ModelZoo:
@@ -157,13 +159,16 @@ class ModelZoo:
             self._start_key = cache_key(shipped=path.stat().st_size)
             self._start = SharedStart.load(path)
             return self._start
-        config = s.pretrain.replace(progress=self.progress)
-        self._start_key = cache_key(kind="start", n=s.pretrain_images, data_seed=s.data_seed, **_config_fields(config))
+        config = s.pretrain.replace(progress=self.progress, device=s.device)
+        shape = {"encoder": s.encoder} if s.encoder else {}  # the tiny MiT's keys stay as they were
+        self._start_key = cache_key(
+            kind="start", n=s.pretrain_images, data_seed=s.data_seed, **shape, **_config_fields(config)
+        )
         path = self.store.path("models", "shared-start", self._start_key, ".pt")
 
         def make(temporary: Path) -> None:
             images = self.data.get(PRETRAIN_DOMAIN, "train", s.pretrain_images)
-            shared, _ = pretrain(images, config)
+            shared, _ = pretrain(images, config, encoder=s.encoder)
             shared.save(temporary)
 
         self.store.produce(path, make)
@@ -179,6 +184,7 @@ class ModelZoo:
             warmup_steps=min(base.warmup_steps, steps),
             progress=self.progress,
             threads=self.threads or base.threads,
+            device=self.settings.device,
             description=spec.name,
             snapshots=tuple(sorted({snapshot_step(f, steps) for f in spec.snapshots})),
         )

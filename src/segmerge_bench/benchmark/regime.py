@@ -343,10 +343,7 @@ def confident_pixels(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], thres
 def pseudo_label_quality(path: Path, data: TrainingData, threshold: float) -> dict[str, float]:
     """:func:`confident_pixels` of the checkpoint at ``path`` on labelled ``data``."""
     from segmerge.evaluation.prediction import predict
-    from segmerge.segmenters import load_segmenter
-    from segmerge_bench.benchmark.scoring import CONFIG, quiet_transformers
+    from segmerge_bench.benchmark.scoring import inference, load_segmenters
 
-    quiet_transformers()
-    segmenter = load_segmenter(str(path))
-    batches = predict([segmenter], data.images, CONFIG)
+    batches = predict(load_segmenters([path]), data.images, inference())
     return confident_pixels(((b.probabilities[0], data.labels[b.indices].long()) for b in batches), threshold)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from segmerge.evaluation.prediction import check_device
 from segmerge_bench.benchmark.candidates import named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles, scored_test
@@ -38,7 +39,7 @@ from segmerge_bench.benchmark.regime import (
     longer_spec,
     measure_regime,
 )
-from segmerge_bench.benchmark.scoring import score
+from segmerge_bench.benchmark.scoring import score, scoring_on
 from segmerge_bench.benchmark.settings import BenchSettings
 from segmerge_bench.benchmark.store import ArtifactStore
 from segmerge_bench.benchmark.training_pool import train_ahead
@@ -77,13 +78,17 @@ class BenchResult:
         )
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
+    """What the run ran on (``device``: where it trained and scored), for the report."""
+    gpu = {"gpu": torch.cuda.get_device_name(torch.device(device))} if torch.device(device).type == "cuda" else {}
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": device,
+        **gpu,
     }
 
 
@@ -107,7 +112,14 @@ class StageTimer:
 
 
 def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress: bool = True) -> BenchResult:
-    out = Path(out)
+    """Train what the cache lacks, measure the regime, merge and score every claim on every seed
+    (models trained and scored on ``settings.device``; merges are made on the CPU)."""
+    check_device(settings.device)
+    with scoring_on(settings.device):
+        return _run(settings, Path(out), log, progress)
+
+
+def _run(settings: BenchSettings, out: Path, log: Log, progress: bool) -> BenchResult:
     store = ArtifactStore(out / "cache")
     data = DataCache(settings, store, progress)
     zoo = ModelZoo(settings, store, data, progress)
@@ -229,7 +241,12 @@ def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress
         log(f"warning: trained one at a time after the pool, which run_specs did not list: {', '.join(late)}")
     log(f"cache: {store.hits} artefacts reused, {store.misses} made")
     return BenchResult(
-        settings_dict(settings), runs, {k: round(v, 1) for k, v in timings.items()}, machine(), first_models, regimes
+        settings_dict(settings),
+        runs,
+        {k: round(v, 1) for k, v in timings.items()},
+        machine(settings.device),
+        first_models,
+        regimes,
     )
 
 

@@ -14,7 +14,9 @@ network's before the panoptic network's centres and offsets group the thing pixe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,7 +33,32 @@ __all__ = ["MIOU", "PQ", "measure", "panoptic_score", "panoptic_truth", "score"]
 
 BATCH = 25
 MIOU, PQ = "mIoU", "PQ"
-CONFIG = InferenceConfig(batch_size=BATCH)
+_inference = InferenceConfig(batch_size=BATCH)
+
+
+def inference() -> InferenceConfig:
+    """How the benchmark runs its networks now: whole images, :data:`BATCH` at a time, on the
+    device :func:`scoring_on` set (the CPU by default)."""
+    return _inference
+
+
+@contextmanager
+def scoring_on(device: str) -> Iterator[None]:
+    """Score on ``device`` while inside (``segmerge bench --device``); the CPU again after. Scores
+    are not cached by device: a GPU changes a score in its last digits at most."""
+    global _inference
+    before = _inference
+    _inference = replace(before, device=device)
+    try:
+        yield
+    finally:
+        _inference = before
+
+
+def load_segmenters(paths: Sequence[Path]) -> list:
+    """The segmenters of ``paths``, on the scoring device."""
+    quiet_transformers()
+    return [load_segmenter(str(p), device=_inference.device) for p in paths]
 
 
 def quiet_transformers() -> None:
@@ -51,10 +78,9 @@ def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | No
     mmseg scores SYNTHIA -> Cityscapes over SYNTHIA's 16 classes (predicting another class still
     counts as an error). By default ``test.scored_classes``, on data whose other classes
     :meth:`~segmerge_bench.training.TrainingData.over_classes` has already made void (CVRN's rule)."""
-    quiet_transformers()
-    segmenters = [load_segmenter(str(p)) for p in paths]
+    segmenters = load_segmenters(paths)
     metric = _semantic_metric()
-    for batch in predict(segmenters, test.images, CONFIG):
+    for batch in predict(segmenters, test.images, _inference):
         metric.update(class_map(batch.ensemble()), test.labels[batch.indices].long())
     classes = test.scored_classes if classes is None else classes
     return metric.compute(None if classes is None else list(classes)).miou
@@ -90,8 +116,7 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
     semantic output. ``test`` needs labels and instances; scored over ``test.scored_classes`` when
     set (:meth:`~segmerge_bench.training.TrainingData.over_classes`)."""
     truths = test.panoptic_truths
-    quiet_transformers()
-    segmenters = [load_segmenter(str(p)) for p in paths]
+    segmenters = load_segmenters(paths)
     if segmenters[0].panoptic_head is None:
         raise SegmergeError(f"{paths[0]}: PQ needs a panoptic network first")
     things = set(THING_TRAIN_IDS)
@@ -99,7 +124,7 @@ def panoptic_score(paths: Sequence[Path], test: TrainingData) -> dict[str, float
     categories = [c for c in cityscapes_categories() if scored is None or c["id"] in scored]
     quality = PanopticMetric(categories)
     classes = _semantic_metric()
-    for batch in predict(segmenters, test.images, CONFIG, keep_outputs=True):
+    for batch in predict(segmenters, test.images, _inference, keep_outputs=True):
         predicted = class_map(batch.ensemble())
         classes.update(predicted, test.labels[batch.indices].long())
         for i, (ids, segments) in enumerate(batch.panoptic(0, things, classes=predicted), start=batch.indices.start):

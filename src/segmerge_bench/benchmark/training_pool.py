@@ -72,7 +72,8 @@ def train_ahead(
                         queued.cancel()
                     raise future.exception()
                 name, seconds = future.result()
-                log(f"  trained {name} ({seconds:.0f} s, one thread)")
+                where = "one thread" if zoo.settings.device == "cpu" else zoo.settings.device
+                log(f"  trained {name} ({seconds:.0f} s, {where})")
                 trained.append(name)
                 del missing[path]
             submit_ready()

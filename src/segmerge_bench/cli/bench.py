@@ -51,6 +51,20 @@ def bench(
             help="models trained side by side, one torch thread each (default 2; --quick: 1, one at a time)",
         ),
     ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device", help="where models train and are scored: cpu (the tested path), cuda or cuda:N; merges: cpu"
+        ),
+    ] = "cpu",
+    size: Annotated[
+        str,
+        typer.Option(
+            "--size",
+            help="small: the tiny MiT, sized for 2 CPU cores; large: MiT-B0's shape pre-trained by the run, "
+            "4x the steps and data, for a GPU (--device cuda; not yet run)",
+        ),
+    ] = "small",
     as_json: Annotated[bool, typer.Option("--json", help="print the claims object as JSON on stdout")] = False,
     evaluation_reports: Annotated[
         bool | None,
@@ -63,13 +77,27 @@ def bench(
     """Train the synthetic benchmark's models, merge them every way, score and report (cached: reruns reuse)."""
     from dataclasses import replace
 
+    import torch
+
     from segmerge.checkpoints.atomic import claim_folder
-    from segmerge_bench.benchmark import FULL, QUICK, run_benchmark
+    from segmerge.errors import SegmergeError
+    from segmerge.evaluation.prediction import check_device
+    from segmerge_bench.benchmark import FULL, LARGE, QUICK, run_benchmark
     from segmerge_bench.benchmark.report import write_bench_report
     from segmerge_bench.benchmark.summary import claims_object, markdown_tables
 
+    if size not in SIZES:
+        raise SegmergeError(f"--size {size!r}: choose {' or '.join(SIZES)}")
+    if quick and size != "small":
+        raise SegmergeError(f"--quick is its own small run; leave out --size {size}")
+    check_device(device)
     state = claim_folder(out, "bench", overwrite)  # before any work
-    settings = QUICK if quick else FULL
+    settings = QUICK if quick else LARGE if size == "large" else FULL
+    settings = replace(settings, device=device)
+    if size == "large" and torch.device(device).type == "cpu":
+        stderr.print(
+            "warning: --size large is sized for a GPU (--device cuda); on a CPU it trains for days", markup=False
+        )
     if seed:
         settings = settings.with_seeds(tuple(seed))
     if regime:
@@ -102,6 +130,9 @@ def bench(
         + f"\nreport: {out / 'report' / 'bench.md'}",
         markup=False,
     )
+
+
+SIZES = ("small", "large")
 
 
 def oversubscribed(jobs: int, cores: int | None) -> str | None:

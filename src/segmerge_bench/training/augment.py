@@ -23,7 +23,7 @@ BLUR_SIGMA = (0.15, 1.15)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
+    return low + (high - low) * torch.rand(n, generator=generator, device="cpu")
 
 
 def strong_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -33,7 +33,7 @@ def strong_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Te
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     rgb = pixels * std + mean
-    jitter = (torch.rand(b, generator=generator) >= JITTER_SKIP).to(device).view(b, 1, 1, 1)
+    jitter = (torch.rand(b, generator=generator, device="cpu") >= JITTER_SKIP).to(device).view(b, 1, 1, 1)
     s = JITTER_STRENGTH
     brightness, contrast, saturation = (
         _uniform(b, 1 - s, 1 + s, generator).to(device).view(b, 1, 1, 1) for _ in range(3)
@@ -44,7 +44,7 @@ def strong_augment(pixels: torch.Tensor, generator: torch.Generator) -> torch.Te
     grey = (0.299 * jittered[:, 0] + 0.587 * jittered[:, 1] + 0.114 * jittered[:, 2]).unsqueeze(1)
     jittered = ((jittered - grey) * saturation + grey).clamp(0, 1)
     rgb = torch.where(jitter, jittered, rgb)
-    blur = torch.rand(b, generator=generator) < BLUR_PROBABILITY
+    blur = torch.rand(b, generator=generator, device="cpu") < BLUR_PROBABILITY
     sigmas = _uniform(b, *BLUR_SIGMA, generator)
     out = rgb.clone()
     for i in torch.nonzero(blur).flatten().tolist():

@@ -31,7 +31,8 @@ def class_masks(source_labels: torch.Tensor, generator: torch.Generator) -> torc
         classes = classes[classes != IGNORE_INDEX]
         if len(classes) == 0:
             continue
-        chosen = classes[torch.randperm(len(classes), generator=generator)[: (len(classes) + 1) // 2]]
+        drawn = torch.randperm(len(classes), generator=generator, device="cpu")[: (len(classes) + 1) // 2]
+        chosen = classes[drawn.to(classes.device)]
         masks[i] = torch.isin(labels, chosen)
     return masks
 

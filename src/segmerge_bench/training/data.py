@@ -146,8 +146,8 @@ def thing_instances(sample, thing_ids: Collection[int], name: str = "") -> torch
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N,H,W,3] -> float [N,3,H,W] with ImageNet mean/std, as the segmenters evaluate."""
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -165,32 +165,35 @@ def batches(
     flip: bool = True,
     scales: tuple[float, float] | None = None,
     sampler: Callable[[int, torch.Generator], torch.Tensor] | None = None,
+    device: str | torch.device = "cpu",
 ) -> Iterator[Batch]:
     """Endless batches: a fresh permutation every epoch (or the images ``sampler`` draws, e.g.
     :class:`~segmerge_bench.training.rare_classes.RareClassSampler`), each image flipped
     left-right with p = 0.5, and with ``scales`` = (low, high) each batch rescaled by a factor
     drawn from that range, then cropped or padded (labels: ignore) back to the image size -
-    mmseg's resize-and-crop."""
+    mmseg's resize-and-crop. Every draw is made on the CPU from ``generator``; the batch is then
+    moved to ``device`` (uint8, before normalising: a quarter of the bytes)."""
     n = len(data)
-    order = torch.empty(0, dtype=torch.long)
+    order = torch.empty(0, dtype=torch.long, device="cpu")
     while True:
         if sampler is not None:
             index = sampler(batch_size, generator)
         else:
             while len(order) < batch_size:
-                order = torch.cat([order, torch.randperm(n, generator=generator)])
+                order = torch.cat([order, torch.randperm(n, generator=generator, device="cpu")])
             index, order = order[:batch_size], order[batch_size:]
         images = data.images[index]
         labels = data.labels[index].long() if data.labels is not None else None
         instances = data.instances[index].long() if data.instances is not None else None
         if flip:
-            mirrored = torch.rand(batch_size, generator=generator) < 0.5
+            mirrored = torch.rand(batch_size, generator=generator, device="cpu") < 0.5
             images[mirrored] = images[mirrored].flip(2)
             if labels is not None:
                 labels[mirrored] = labels[mirrored].flip(2)
             if instances is not None:
                 instances[mirrored] = instances[mirrored].flip(2)
-        pixels = normalise(images)
+        labels, instances = (None if t is None else t.to(device) for t in (labels, instances))
+        pixels = normalise(images.to(device))
         if scales is not None:
             pixels, labels, instances = rescaled(pixels, labels, instances, scales, generator)
         yield Batch(pixels, labels, instances)
@@ -204,7 +207,7 @@ def labelled_batches(data: TrainingData, config: TrainConfig, generator: torch.G
         sampler = RareClassSampler.of(
             data.labels, config.rare_class_temperature, config.rare_class_min_share, name=data.name
         )
-    return batches(data, config.batch_size, generator, config.flip, config.scales, sampler)
+    return batches(data, config.batch_size, generator, config.flip, config.scales, sampler, config.device)
 
 
 def rescaled(pixels, labels, instances, scales: tuple[float, float], generator: torch.Generator):
@@ -214,7 +217,7 @@ def rescaled(pixels, labels, instances, scales: tuple[float, float], generator: 
 
     h, w = pixels.shape[-2:]
     low, high = scales
-    factor = low + (high - low) * float(torch.rand(1, generator=generator))
+    factor = low + (high - low) * float(torch.rand(1, generator=generator, device="cpu"))
     size = (max(1, round(h * factor)), max(1, round(w * factor)))
     if size == (h, w):
         return pixels, labels, instances
@@ -229,8 +232,8 @@ def rescaled(pixels, labels, instances, scales: tuple[float, float], generator: 
         pixels = F.pad(pixels, (0, pad_w, 0, pad_h))
         labels = None if labels is None else F.pad(labels, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
         instances = None if instances is None else F.pad(instances, (0, pad_w, 0, pad_h))
-    top = int(torch.randint(0, pixels.shape[-2] - h + 1, (1,), generator=generator))
-    left = int(torch.randint(0, pixels.shape[-1] - w + 1, (1,), generator=generator))
+    top = int(torch.randint(0, pixels.shape[-2] - h + 1, (1,), generator=generator, device="cpu"))
+    left = int(torch.randint(0, pixels.shape[-1] - w + 1, (1,), generator=generator, device="cpu"))
 
     def crop(t):
         return None if t is None else t[..., top : top + h, left : left + w].contiguous()

@@ -62,7 +62,7 @@ def thing_cells(
     one_hot = one_hot * valid[:, None]
     shares = F.adaptive_avg_pool2d(one_hot, size)
     best, cls = shares.max(dim=1)
-    wanted = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+    wanted = torch.zeros(NUM_CLASSES, dtype=torch.bool, device=labels.device)
     wanted[list(classes)] = True
     return (best >= min_share) & wanted[cls]
 

@@ -4,6 +4,11 @@ A recipe (supervised, self-training) supplies only its loss for a step; this mod
 the optimiser, schedule, reproducibility settings, progress bar and the log. Global torch
 settings it changes (threads, deterministic algorithms) are restored afterwards, so
 training inside a test or a benchmark leaves the process as it found it.
+
+Devices: a recipe copies its start onto ``config.device`` (:func:`on_device`), batches are
+drawn on the CPU from seeded CPU generators and moved there, and :func:`optimise` hands the
+trained model (and its snapshots) back on the CPU, where the benchmark saves and merges it.
+So a run draws the same batches, masks and mixes on any device.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from segmerge.errors import SegmergeError
+from segmerge.evaluation.prediction import check_device
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.optimisation import make_optimizer, make_scheduler
 
@@ -40,9 +47,35 @@ def reproducible(config: TrainConfig) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+TRAINING_DEVICES = ("cpu", "cuda", "mps")
+
+
+def training_device(config: TrainConfig) -> torch.device:
+    """``config.device``, checked before any step: one this torch can use, of a kind that trains."""
+    check_device(config.device)
+    device = torch.device(config.device)
+    if device.type not in TRAINING_DEVICES:
+        raise SegmergeError(f"device {config.device!r}: the benchmark trains on {', '.join(TRAINING_DEVICES)}")
+    return device
+
+
+def on_device(start: nn.Module, config: TrainConfig) -> nn.Module:
+    """A copy of ``start`` (left unchanged) on the device ``config`` trains on."""
+    return copy.deepcopy(start).to(training_device(config))
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s state on the CPU (a snapshot along a run)."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+
+
 def seeded_generator(seed: int, stream: int) -> torch.Generator:
     """An independent random stream per purpose (source batches, target batches, mixing) of one run."""
     return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def optimise(
@@ -51,7 +84,8 @@ def optimise(
     step_loss: StepLoss,
     before_step: Callable[[int], None] | None = None,
 ) -> dict:
-    """Run ``config.steps`` AdamW steps on ``step_loss(step)``; returns the run's log.
+    """Run ``config.steps`` AdamW steps on ``step_loss(step)``; returns the run's log. ``model``
+    trains where it is (:func:`on_device`) and ends on the CPU, in eval mode.
 
     The log: ``steps``, ``seconds``, ``steps_per_second``, ``first_loss``, ``final_loss``
     (mean of the last 10% of steps, at least 1), ``losses`` (every step), the means of
@@ -78,11 +112,13 @@ def optimise(
         for key, value in stats.items():
             totals[key] = totals.get(key, 0.0) + float(value)
         if step + 1 in config.snapshots:
-            snapshots[step + 1] = copy.deepcopy(model.state_dict())
+            snapshots[step + 1] = cpu_state(model)
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", **{k: f"{v:.3f}" for k, v in stats.items()})
+    if model_device(model).type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    model.eval()
+    model.eval().to("cpu")
     tail = max(1, config.steps // 10)
     return {
         "steps": config.steps,

@@ -19,13 +19,13 @@ MASK_RATIO = 0.7
 
 def block_mask(batch: int, height: int, width: int, block: int, ratio: float, generator: torch.Generator):
     """float [B,1,H,W]: 1 where pixels stay visible, 0 in the hidden blocks (each block hidden with
-    probability ``ratio``)."""
+    probability ``ratio``), on the CPU, where ``generator`` draws."""
     rows, columns = -(-height // block), -(-width // block)
-    visible = (torch.rand(batch, 1, rows, columns, generator=generator) >= ratio).float()
+    visible = (torch.rand(batch, 1, rows, columns, generator=generator, device="cpu") >= ratio).float()
     return F.interpolate(visible, scale_factor=block, mode="nearest")[..., :height, :width]
 
 
 def masked(pixels: torch.Tensor, generator: torch.Generator, block: int = MASK_BLOCK, ratio: float = MASK_RATIO):
     """``pixels`` (normalised, [B,3,H,W]) with random blocks hidden (set to 0, the mean colour)."""
     b, _, h, w = pixels.shape
-    return pixels * block_mask(b, h, w, block, ratio, generator)
+    return pixels * block_mask(b, h, w, block, ratio, generator).to(pixels.device)

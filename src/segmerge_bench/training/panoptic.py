@@ -16,7 +16,6 @@ images is a choice (``pseudo_instances``):
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection
 
 import torch
@@ -28,7 +27,7 @@ from segmerge_bench.training.augment import strong_augment
 from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData, labelled_batches
-from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
+from segmerge_bench.training.loop import model_device, on_device, optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
 from segmerge_bench.training.panoptic_loss import (
     InstanceTargets,
@@ -54,7 +53,7 @@ def train_panoptic_supervised(
     The log adds the mean ``semantic_loss``, ``center_loss`` and ``offset_loss`` to the common log.
     """
     _check(start, data, "panoptic training")
-    model = copy.deepcopy(start)
+    model = on_device(start, config)
     config = config.replace(description=config.description or "panoptic")
     with reproducible(config):
         stream = labelled_batches(data, config, seeded_generator(config.seed, 0))
@@ -90,9 +89,9 @@ def train_panoptic_uda(
         )
     target = target.unlabelled()
     config = config.replace(description=config.description or "panoptic UDA")
-    student = copy.deepcopy(start)
+    student = on_device(start, config)
     teacher = EMATeacher(student, config.ema_alpha)
-    things = torch.tensor(sorted(thing_ids))
+    things = torch.tensor(sorted(thing_ids), device=model_device(student))
     with reproducible(config):
         source_stream, target_stream, mixing = self_training_streams(source, target, config)
         augmenting = seeded_generator(config.seed, 4)

@@ -44,9 +44,10 @@ def instance_targets(instances: torch.Tensor, labels: torch.Tensor, sigma: float
     """Targets from instance ids [B,H,W] (0 = no thing); pixels labelled ignore do not count for the heatmap."""
     batch, height, width = instances.shape
     instances = instances.long()
+    device = instances.device
     count = int(instances.max()) + 1
-    flat = (instances + count * torch.arange(batch).view(-1, 1, 1)).flatten()
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    flat = (instances + count * torch.arange(batch, device=device).view(-1, 1, 1)).flatten()
+    ys, xs = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
     area = torch.bincount(flat, minlength=batch * count).float()
     cy = torch.bincount(flat, ys.float().flatten().repeat(batch), minlength=batch * count) / area.clamp_min(1)
     cx = torch.bincount(flat, xs.float().flatten().repeat(batch), minlength=batch * count) / area.clamp_min(1)
@@ -56,7 +57,7 @@ def instance_targets(instances: torch.Tensor, labels: torch.Tensor, sigma: float
     to_y = cy.gather(1, index.flatten(1)).view(batch, height, width)
     to_x = cx.gather(1, index.flatten(1)).view(batch, height, width)
     offset = torch.stack([to_y - ys, to_x - xs], dim=1) * things.unsqueeze(1)
-    center = torch.zeros(batch, 1, height, width)
+    center = torch.zeros(batch, 1, height, width, device=device)
     present = area.view(batch, count) > 0
     present[:, 0] = False
     for b in range(batch):

@@ -62,9 +62,9 @@ class RareClassSampler:
 
     def __call__(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         """Indices of ``batch_size`` images, each drawn for a class drawn first."""
-        drawn = torch.multinomial(self.probabilities, batch_size, replacement=True, generator=generator)
+        drawn = torch.multinomial(self.probabilities, batch_size, replacement=True, generator=generator)  # CPU
         picks = []
         for c in drawn.tolist():
             holders = self.holders[c]
-            picks.append(holders[int(torch.randint(len(holders), (1,), generator=generator))])
+            picks.append(holders[int(torch.randint(len(holders), (1,), generator=generator, device="cpu"))])
         return torch.stack(picks)

@@ -13,7 +13,6 @@ the target data is stripped of them on entry.
 from __future__ import annotations
 
 import contextlib
-import copy
 
 from torch import nn
 
@@ -23,7 +22,7 @@ from segmerge_bench.training.classmix import class_mix
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData, batches, labelled_batches
 from segmerge_bench.training.feature_distance import FeatureDistance, captured_bottleneck
-from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
+from segmerge_bench.training.loop import on_device, optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
 from segmerge_bench.training.masking import masked
 from segmerge_bench.training.teacher import EMATeacher
@@ -35,7 +34,7 @@ def self_training_streams(source: TrainingData, target: TrainingData, config: Tr
     generator ClassMix draws from - one per purpose, so a run is reproducible from its seed."""
     return (
         labelled_batches(source, config, seeded_generator(config.seed, 0)),
-        batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip),
+        batches(target, config.batch_size, seeded_generator(config.seed, 1), config.flip, device=config.device),
         seeded_generator(config.seed, 2),
     )
 
@@ -59,9 +58,9 @@ def train_uda(
         raise SegmergeError(f"{source.name or 'source data'}: self-training needs a labelled source")
     target = target.unlabelled()
     config = config.replace(description=config.description or "UDA")
-    student = copy.deepcopy(start)
+    student = on_device(start, config)
     teacher = EMATeacher(student, config.ema_alpha)
-    distance = FeatureDistance(start, config.feature_distance) if config.feature_distance > 0 else None
+    distance = FeatureDistance(student, config.feature_distance) if config.feature_distance > 0 else None
     with reproducible(config):
         source_stream, target_stream, mixing = self_training_streams(source, target, config)
         masking, augmenting = seeded_generator(config.seed, 3), seeded_generator(config.seed, 4)

@@ -7,14 +7,12 @@ no adaptation method may see and which only measures how much room there is.
 
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
 from segmerge.errors import SegmergeError
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData, labelled_batches
-from segmerge_bench.training.loop import optimise, reproducible, seeded_generator
+from segmerge_bench.training.loop import on_device, optimise, reproducible, seeded_generator
 from segmerge_bench.training.loss import segmentation_loss
 from segmerge_bench.zoo.models import segment
 
@@ -23,7 +21,7 @@ def train_supervised(start: nn.Module, data: TrainingData, config: TrainConfig) 
     """Cross-entropy on labelled ``data`` from a copy of ``start`` (which is left unchanged)."""
     if data.labels is None:
         raise SegmergeError(f"{data.name or 'training data'}: supervised training needs labels")
-    model = copy.deepcopy(start)
+    model = on_device(start, config)
     with reproducible(config):
         stream = labelled_batches(data, config, seeded_generator(config.seed, 0))
 
