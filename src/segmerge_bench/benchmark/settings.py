@@ -239,4 +239,5 @@ LARGE = replace(
 by the run for 24000 steps on 12000 images (the shipped start is the tiny MiT's), every fine-tune
 four times as long on four times the images, the same learning rates, seeds, claims and sweep.
 It has not yet been run: neither its time nor whether its models meet the four preconditions is
-measured (docs/benchmark.md). On two CPU cores it would take days."""
+measured on a GPU (docs/benchmark.md). On two CPU cores its training alone would take about 12 hours
+(a MiT-B0 step costs about 2x a tiny MiT step there, ``benchmarks/training_speed.py --sizes small,large``)."""
