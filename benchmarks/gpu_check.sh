@@ -5,7 +5,13 @@
 # preset's training time, one model at a time), then `segmerge bench --quick --device cuda`
 # end to end. Figures go to stdout; the quick run's report to $OUT (default /tmp).
 #
-#     bash benchmarks/gpu_check.sh            # PYTHON=... to use another interpreter
+#     bash benchmarks/gpu_check.sh            # with the venv scripts/setup.sh made
+#
+# On a machine whose python3 already holds a CUDA torch, transformers, typer and the rest
+# (nothing to download), install segmerge there without its dependencies first, so that its
+# entry points (the bench command) exist:
+#
+#     python3 -m pip install --no-deps --no-build-isolation -e . && PYTHON=python3 bash benchmarks/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-.venv/bin/python}"

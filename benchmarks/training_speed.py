@@ -15,7 +15,7 @@ on ``--threads`` threads against the same two at once in two processes on one th
 (``large``: MiT-B0's encoder shape, untrained - a step costs the same whatever the weights) and
 prints each one's full run from its preset's step counts (``LARGE``: its pre-training too) and
 the ratio of their steps. ``--device cuda`` times them on a GPU (what ``bench --device cuda``
-trains on); the training loop waits for the GPU before it stops its clock.
+trains on); every step reads its loss back, so the loop's clock waits for the GPU.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/training_speed.py --steps 30 --rounds 3 --side-by-side
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/training_speed.py --sizes small,large --device cuda
@@ -35,7 +35,7 @@ import torch
 
 from segmerge_bench.benchmark.models import MIC, SHIPPED_START, recipe_config, shipped_path, with_warm_starts
 from segmerge_bench.benchmark.runner import run_specs
-from segmerge_bench.benchmark.settings import FULL, LARGE, BenchSettings
+from segmerge_bench.benchmark.settings import FULL, SIZES, BenchSettings
 from segmerge_bench.synthetic import SyntheticDataset
 from segmerge_bench.training import SharedStart, train_source_only, train_uda
 from segmerge_bench.training.data import TrainingData
@@ -56,9 +56,6 @@ KINDS = (
 def data(domain: str, n: int, instances: bool = False) -> TrainingData:
     """``n`` rendered images of ``domain`` (with thing instances: what panoptic training needs)."""
     return TrainingData.from_samples(SyntheticDataset(domain, n=n, seed=0), True, domain, instances=instances)
-
-
-PRESETS: dict[str, BenchSettings] = {"small": FULL, "large": LARGE}
 
 
 def untrained_start(encoder: dict) -> SharedStart:
@@ -150,11 +147,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     args = parser.parse_args()
     sizes = args.sizes.split(",")
-    unknown = [s for s in sizes if s not in PRESETS]
+    unknown = [s for s in sizes if s not in SIZES]
     if unknown:
-        parser.error(f"--sizes: unknown {unknown}; choose from {', '.join(PRESETS)}")
+        parser.error(f"--sizes: unknown {unknown}; choose from {', '.join(SIZES)}")
     shipped = SharedStart.load(shipped_path(SHIPPED_START))
-    starts = {size: shipped if size == "small" else untrained_start(PRESETS[size].encoder) for size in sizes}
+    starts = {size: shipped if size == "small" else untrained_start(SIZES[size].encoder) for size in sizes}
     source, target = data("appearance-a", args.images, True), data("target", args.images, True)
     modes = (True, False) if args.compare_deterministic else (True,)
     results: dict[tuple, list[float]] = {}
@@ -174,7 +171,7 @@ def main() -> None:
     )
     medians = {key: statistics.median(v) for key, v in results.items()}
     for size in sizes:
-        print(f"\n{size} ({PRESETS[size].name} preset)\n")
+        print(f"\n{size} ({SIZES[size].name} preset)\n")
         print("| kind | s/step |" + (" deterministic off | ratio |" if args.compare_deterministic else ""))
         print("|---|---:|" + ("---:|---:|" if args.compare_deterministic else ""))
         for kind in KINDS:
@@ -182,7 +179,7 @@ def main() -> None:
             off = medians.get((size, kind, False))
             extra = f" {off:.3f} | {off / on:.2f} |" if off is not None else ""
             print(f"| {' '.join(kind)} | {on:.3f} |{extra}")
-        steps = full_run_steps(PRESETS[size])
+        steps = full_run_steps(SIZES[size])
         total = sum(steps[k] * medians[(size, k, True)] for k in KINDS)
         listing = ", ".join(f"{' '.join(k)} {v}" for k, v in steps.items() if v)
         print(f"\n{size}: the run's training, one model at a time ({listing} steps): {total / 60:.0f} min")

@@ -148,6 +148,7 @@ def test_more_jobs_than_cores_is_warned_about():
         (["--size", "medium"], "--size 'medium': choose small or large"),
         (["--quick", "--size", "large"], "leave out --size large"),
         (["--device", "gpu"], "not a device"),
+        (["--device", "meta"], "the benchmark trains on cpu, cuda, mps"),
         pytest.param(
             ["--device", "cuda"],
             "sees no CUDA GPU",
@@ -180,15 +181,19 @@ def test_the_large_preset_pretrains_a_wider_encoder_and_trains_four_times_as_lon
         replace(FULL, encoder=MIT_B0)
 
 
-def test_the_device_is_in_no_cache_key_so_a_cpu_run_reuses_gpu_trained_models(tmp_path):
-    """Models and scores are keyed by what shapes them; the device (like torch threads) does not."""
-    from segmerge_bench.benchmark.models import DataCache, ModelZoo, regime_specs
+def test_gpu_trained_models_are_cached_apart_and_cpu_keys_stay_as_they_were(tmp_path):
+    """A GPU draws other dropout masks, so its models are other models; the CPU's keys carry no
+    device (a cache made before there was one stays valid); which GPU does not matter."""
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, _config_fields, regime_specs
 
     store = ArtifactStore(tmp_path)
-    zoos = [ModelZoo(replace(QUICK, device=d), store, DataCache(QUICK, store, False), False) for d in ("cpu", "cuda")]
+    devices = ("cpu", "cuda", "cuda:1")
+    zoos = [ModelZoo(replace(QUICK, device=d), store, DataCache(QUICK, store, False), False) for d in devices]
     spec = regime_specs("appearance", 0)["UDA A"]
-    assert zoos[0].path(spec, retrain=True) == zoos[1].path(spec, retrain=True)
-    assert [zoo.config_for(spec).device for zoo in zoos] == ["cpu", "cuda"]
+    cpu, cuda, cuda1 = (zoo.path(spec, retrain=True) for zoo in zoos)
+    assert cpu != cuda and cuda == cuda1
+    assert [zoo.config_for(spec).device for zoo in zoos] == list(devices)
+    assert "device" not in _config_fields(zoos[0].config_for(spec))
 
 
 def test_a_wider_encoder_is_pretrained_into_its_own_start(tmp_path):

@@ -60,10 +60,11 @@ def _guarded_optimise(model, config, step_loss, before_step=None):
     return optimise(model, config, guarded, guarded_before if before_step else None)
 
 
-def _recipes(scenes):
+def _recipes(scenes, device: str = "cpu"):
     source, target = scenes["source"], scenes["target"]
     semantic_source = TrainingData(source.images, source.labels, "source")
-    uda_levers = FAST.replace(
+    fast = FAST.replace(device=device)
+    uda_levers = fast.replace(
         feature_distance=0.05,
         pseudo_label_weighting="pixel",
         rare_class_temperature=0.01,
@@ -71,14 +72,14 @@ def _recipes(scenes):
         pseudo_label_threshold=0.3,
     )
     return {
-        "source-only segformer": lambda: train_source_only(build_model("segformer"), semantic_source, FAST),
+        "source-only segformer": lambda: train_source_only(build_model("segformer"), semantic_source, fast),
         "source-only daformer, resize-and-crop": lambda: train_source_only(
-            build_model("daformer"), semantic_source, FAST.replace(scales=(0.5, 2.0))
+            build_model("daformer"), semantic_source, fast.replace(scales=(0.5, 2.0))
         ),
         "dacs with every lever": lambda: train_uda(build_model("segformer"), semantic_source, target, uda_levers),
-        "mic": lambda: train_uda(build_model("daformer"), semantic_source, target, FAST, method="mic"),
-        "panoptic supervised": lambda: train_panoptic_supervised(build_model("panoptic"), source, FAST),
-        "panoptic uda": lambda: train_panoptic_uda(build_model("panoptic"), source, target, FAST),
+        "mic": lambda: train_uda(build_model("daformer"), semantic_source, target, fast, method="mic"),
+        "panoptic supervised": lambda: train_panoptic_supervised(build_model("panoptic"), source, fast),
+        "panoptic uda": lambda: train_panoptic_uda(build_model("panoptic"), source, target, fast),
     }
 
 
@@ -128,7 +129,7 @@ def test_snapshots_along_a_run_come_back_on_the_cpu(scenes):
 
 
 def test_a_device_that_cannot_train_is_refused_before_any_step(scenes):
-    with pytest.raises(SegmergeError, match="not a torch device"):
+    with pytest.raises(SegmergeError, match="not a device"):
         TrainConfig(device="gpu")
     source = TrainingData(scenes["source"].images, scenes["source"].labels, "source")
     start = build_model("segformer")
@@ -140,11 +141,11 @@ def test_a_device_that_cannot_train_is_refused_before_any_step(scenes):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_training_on_cuda_learns_like_on_the_cpu(scenes):
-    source, target = scenes["source"], scenes["target"]
-    config = FAST.replace(steps=12, deterministic=False)
-    on_cpu, cpu_log = train_panoptic_uda(build_model("panoptic"), source, target, config)
-    on_gpu, gpu_log = train_panoptic_uda(build_model("panoptic"), source, target, config.replace(device="cuda"))
-    assert next(on_gpu.parameters()).device.type == "cpu"
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_training_on_cuda_learns_and_hands_the_model_back_on_the_cpu(scenes, recipe):
+    """Dropout draws from the GPU's generator, so the weights are another draw: compared loosely."""
+    _, cpu_log = _recipes(scenes)[recipe]()
+    on_gpu, gpu_log = _recipes(scenes, "cuda")[recipe]()
+    assert {t.device.type for t in on_gpu.state_dict().values()} == {"cpu"}
     assert gpu_log["final_loss"] < gpu_log["first_loss"]
-    assert abs(gpu_log["first_loss"] - cpu_log["first_loss"]) < 1e-3 * abs(cpu_log["first_loss"])
+    assert abs(gpu_log["first_loss"] - cpu_log["first_loss"]) < 0.1 * abs(cpu_log["first_loss"])

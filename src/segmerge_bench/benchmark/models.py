@@ -32,6 +32,7 @@ from segmerge_bench.training import (
     train_target_oracle,
     train_uda,
 )
+from segmerge_bench.training.devices import parsed_device
 from segmerge_bench.training.panoptic import train_panoptic_supervised, train_panoptic_uda
 from segmerge_bench.zoo.models import build_model, decoder_of, load_model, save_model
 from segmerge_bench.zoo.panoptic import ARCHITECTURE as PANOPTIC
@@ -121,9 +122,12 @@ def _flag(**flags: bool) -> dict[str, bool]:
 
 
 def _config_fields(config: TrainConfig) -> dict:
-    """What of a training config shapes the model it trains (so enters its cache key)."""
+    """What of a training config shapes the model it trains (so enters its cache key). The device
+    only when it is not the CPU (a GPU draws other dropout masks), so CPU keys stay as they were."""
     unkeyed = ("progress", "description", "threads", "device", "snapshots")
-    return {k: v for k, v in config.to_dict().items() if k not in unkeyed}
+    fields = {k: v for k, v in config.to_dict().items() if k not in unkeyed}
+    kind = parsed_device(config.device).type
+    return fields if kind == "cpu" else {**fields, "device": kind}
 
 
 class ModelZoo:

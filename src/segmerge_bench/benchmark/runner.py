@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from segmerge.evaluation.prediction import check_device
 from segmerge_bench.benchmark.candidates import named_candidates, sweep_candidates
 from segmerge_bench.benchmark.claims import CLAIMS
 from segmerge_bench.benchmark.experiments import ClaimRun, run_claim, score_singles, scored_test
@@ -43,6 +42,7 @@ from segmerge_bench.benchmark.scoring import score, scoring_on
 from segmerge_bench.benchmark.settings import BenchSettings
 from segmerge_bench.benchmark.store import ArtifactStore
 from segmerge_bench.benchmark.training_pool import train_ahead
+from segmerge_bench.training.devices import usable_device
 
 Log = Callable[[str], None]
 
@@ -114,7 +114,7 @@ class StageTimer:
 def run_benchmark(settings: BenchSettings, out: Path, log: Log = print, progress: bool = True) -> BenchResult:
     """Train what the cache lacks, measure the regime, merge and score every claim on every seed
     (models trained and scored on ``settings.device``; merges are made on the CPU)."""
-    check_device(settings.device)
+    usable_device(settings.device)
     with scoring_on(settings.device):
         return _run(settings, Path(out), log, progress)
 

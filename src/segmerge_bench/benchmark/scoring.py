@@ -29,7 +29,17 @@ from segmerge.segmenters import load_segmenter
 from segmerge_bench.training import TrainingData
 from segmerge_bench.training.data import panoptic_truth
 
-__all__ = ["MIOU", "PQ", "measure", "panoptic_score", "panoptic_truth", "score"]
+__all__ = [
+    "MIOU",
+    "PQ",
+    "inference",
+    "load_segmenters",
+    "measure",
+    "panoptic_score",
+    "panoptic_truth",
+    "score",
+    "scoring_on",
+]
 
 BATCH = 25
 MIOU, PQ = "mIoU", "PQ"
@@ -44,8 +54,8 @@ def inference() -> InferenceConfig:
 
 @contextmanager
 def scoring_on(device: str) -> Iterator[None]:
-    """Score on ``device`` while inside (``segmerge bench --device``); the CPU again after. Scores
-    are not cached by device: a GPU changes a score in its last digits at most."""
+    """Score on ``device`` while inside (``segmerge bench --device``); the CPU again after. A score
+    is cached by its model's path, not by where it was computed (a GPU changes its last digits)."""
     global _inference
     before = _inference
     _inference = replace(before, device=device)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-import torch
-
 from segmerge.errors import SegmergeError
 from segmerge_bench.benchmark.label_free import TuneSettings
 from segmerge_bench.training import PRETRAIN_CONFIG, TrainConfig
+from segmerge_bench.training.devices import parsed_device
 
 TARGET = "target"
 PRETRAIN_DOMAIN = "pretrain"
@@ -146,8 +145,9 @@ class BenchSettings:
     report_images: int = 50
     #: Write those reports by default (``bench --eval-reports/--no-eval-reports`` overrides).
     evaluation_reports: bool = True
-    #: Where models train and are scored (``bench --device``): cpu, the tested path, or cuda. Not
-    #: in any cache key (like torch threads): it changes weights and scores in their last digits.
+    #: Where models train and are scored (``bench --device``): cpu, the tested path, or cuda (the
+    #: evaluation reports and label-free tuning run on the CPU). A model trained on a GPU is keyed
+    #: apart from the CPU's (its dropout draws differ); CPU keys are as before there was a device.
     device: str = "cpu"
     #: The shared start's encoder shape, as overrides of :data:`~segmerge_bench.zoo.mit.TINY_MIT`
     #: (empty: the tiny MiT the shipped start has). Another shape needs ``pretrain_from_scratch``.
@@ -169,10 +169,7 @@ class BenchSettings:
                 f"encoder {self.encoder}: the shipped start is the tiny MiT; another encoder shape must be "
                 "pre-trained by the run (pretrain_from_scratch, bench --pretrain)"
             )
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise SegmergeError(f"device {self.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+        parsed_device(self.device)
         if isinstance(self.training_processes, bool) or not (
             isinstance(self.training_processes, int) and self.training_processes >= 1
         ):
@@ -211,7 +208,7 @@ QUICK = BenchSettings(
 
 MIT_B0: dict = {"hidden_sizes": [32, 64, 160, 256], "num_attention_heads": [1, 2, 5, 8], "depths": [2, 2, 2, 2]}
 """MiT-B0's encoder shape (SegFormer's smallest, 3.3M parameters against the tiny MiT's 0.4M):
-twice the tiny MiT's width and two blocks per stage; strides and spatial reductions alike."""
+2-2.5x the tiny MiT's width per stage and two blocks per stage; strides and spatial reductions alike."""
 
 LARGE_STEPS = 4
 """How many times FULL's training steps (and data) :data:`LARGE` trains: on CPU the oracle still
@@ -241,3 +238,6 @@ four times as long on four times the images, the same learning rates, seeds, cla
 It has not yet been run: neither its time nor whether its models meet the four preconditions is
 measured on a GPU (docs/benchmark.md). On two CPU cores its training alone would take about 12 hours
 (a MiT-B0 step costs about 2x a tiny MiT step there, ``benchmarks/training_speed.py --sizes small,large``)."""
+
+SIZES: dict[str, BenchSettings] = {"small": FULL, "large": LARGE}
+"""``bench --size``: the run each size stands for."""

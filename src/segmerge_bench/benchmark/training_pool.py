@@ -46,7 +46,8 @@ def train_ahead(
     missing = {path: spec for path, spec in wanted.items() if not _cached(zoo, path, spec)}
     if not missing:
         return []
-    log(f"training: {len(missing)} models the cache lacks, {processes} at a time (one torch thread each)")
+    where = "one torch thread each" if zoo.settings.device == "cpu" else f"on {zoo.settings.device}"
+    log(f"training: {len(missing)} models the cache lacks, {processes} at a time ({where})")
     for spec in missing.values():
         zoo.data_for(spec)  # rendered once here, not by every process at once
     for path in missing:

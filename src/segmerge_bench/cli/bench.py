@@ -77,26 +77,25 @@ def bench(
     """Train the synthetic benchmark's models, merge them every way, score and report (cached: reruns reuse)."""
     from dataclasses import replace
 
-    import torch
-
     from segmerge.checkpoints.atomic import claim_folder
     from segmerge.errors import SegmergeError
-    from segmerge.evaluation.prediction import check_device
-    from segmerge_bench.benchmark import FULL, LARGE, QUICK, run_benchmark
+    from segmerge_bench.benchmark import QUICK, run_benchmark
     from segmerge_bench.benchmark.report import write_bench_report
+    from segmerge_bench.benchmark.settings import SIZES
     from segmerge_bench.benchmark.summary import claims_object, markdown_tables
+    from segmerge_bench.training.devices import usable_device
 
     if size not in SIZES:
         raise SegmergeError(f"--size {size!r}: choose {' or '.join(SIZES)}")
     if quick and size != "small":
         raise SegmergeError(f"--quick is its own small run; leave out --size {size}")
-    check_device(device)
+    kind = usable_device(device, "--device").type
     state = claim_folder(out, "bench", overwrite)  # before any work
-    settings = QUICK if quick else LARGE if size == "large" else FULL
-    settings = replace(settings, device=device)
-    if size == "large" and torch.device(device).type == "cpu":
+    settings = replace(QUICK if quick else SIZES[size], device=device)
+    if size == "large" and kind == "cpu":
         stderr.print(
-            "warning: --size large is sized for a GPU (--device cuda); on 2 CPU cores it trains for about 12 hours",
+            "warning: --size large is sized for a GPU (--device cuda); on a CPU it trains for many hours "
+            "(about 12 on 2 cores)",
             markup=False,
         )
     if seed:
@@ -131,9 +130,6 @@ def bench(
         + f"\nreport: {out / 'report' / 'bench.md'}",
         markup=False,
     )
-
-
-SIZES = ("small", "large")
 
 
 def oversubscribed(jobs: int, cores: int | None) -> str | None:

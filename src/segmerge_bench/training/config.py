@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-import torch
-
 from segmerge.errors import SegmergeError
+from segmerge_bench.training.devices import parsed_device
 from segmerge_bench.training.rare_classes import DAFORMER_MIN_SHARE
 
 SCHEDULES = ("poly", "cosine")
@@ -53,10 +52,10 @@ class TrainConfig:
     rare_class_temperature: float = 0.0
     rare_class_min_share: float = DAFORMER_MIN_SHARE
     threads: int = 2
-    #: Where the model trains: ``"cpu"`` (the tested path), ``"cuda"``, ``"cuda:1"``, ... Batches are
-    #: drawn on the CPU and moved there; the trained model comes back on the CPU. Not part of a
-    #: model's cache key, like ``threads``: a model trained on a GPU differs from a CPU one only in
-    #: the last bits of its floats.
+    #: Where the model trains: ``"cpu"`` (the tested path), ``"cuda"``, ``"cuda:1"``, ... Batches,
+    #: masks and mixes are drawn on the CPU from the run's generators and moved there; the trained
+    #: model comes back on the CPU. Dropout draws from the device's own generator, so a model trained
+    #: on a GPU is another draw of the same training, not the CPU model's bits.
     device: str = "cpu"
     deterministic: bool = True
     progress: bool = True
@@ -80,12 +79,7 @@ class TrainConfig:
             raise SegmergeError(f"TrainConfig.snapshots must be steps in 1..{self.steps}, got {self.snapshots!r}")
         if self.scales is not None and not (len(self.scales) == 2 and 0 < self.scales[0] <= self.scales[1]):
             raise SegmergeError(f"TrainConfig.scales must be (low, high) with 0 < low <= high, got {self.scales!r}")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise SegmergeError(
-                f"TrainConfig.device {self.device!r} is not a torch device; use cpu, cuda or cuda:N"
-            ) from None
+        parsed_device(self.device, "TrainConfig.device")
         if not self.lr > 0 or not self.decoder_lr_mult > 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise SegmergeError("TrainConfig: lr and decoder_lr_mult must be > 0, weight_decay and warmup_steps >= 0")
         if self.pseudo_label_weighting not in PSEUDO_LABEL_WEIGHTINGS:

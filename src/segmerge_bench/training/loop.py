@@ -22,9 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from segmerge.errors import SegmergeError
-from segmerge.evaluation.prediction import check_device
 from segmerge_bench.training.config import TrainConfig
+from segmerge_bench.training.devices import usable_device
 from segmerge_bench.training.optimisation import make_optimizer, make_scheduler
 
 StepLoss = Callable[[int], "tuple[torch.Tensor, dict[str, float]]"]
@@ -47,16 +46,9 @@ def reproducible(config: TrainConfig) -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
-TRAINING_DEVICES = ("cpu", "cuda", "mps")
-
-
 def training_device(config: TrainConfig) -> torch.device:
-    """``config.device``, checked before any step: one this torch can use, of a kind that trains."""
-    check_device(config.device)
-    device = torch.device(config.device)
-    if device.type not in TRAINING_DEVICES:
-        raise SegmergeError(f"device {config.device!r}: the benchmark trains on {', '.join(TRAINING_DEVICES)}")
-    return device
+    """``config.device``, checked before any step: one this machine has, of a kind that trains."""
+    return usable_device(config.device, "TrainConfig.device")
 
 
 def on_device(start: nn.Module, config: TrainConfig) -> nn.Module:
@@ -75,6 +67,7 @@ def seeded_generator(seed: int, stream: int) -> torch.Generator:
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters are."""
     return next(model.parameters()).device
 
 
@@ -115,8 +108,6 @@ def optimise(
             snapshots[step + 1] = cpu_state(model)
         if step % 10 == 0 or step == config.steps - 1:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", **{k: f"{v:.3f}" for k, v in stats.items()})
-    if model_device(model).type == "cuda":
-        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     model.eval().to("cpu")
     tail = max(1, config.steps // 10)

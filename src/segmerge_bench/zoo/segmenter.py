@@ -46,11 +46,11 @@ def segmenter_of(module: torch.nn.Module, label: str, source: str = "") -> Segme
         return Segmenter(label, module, module.num_classes, lambda logits: logits, True, source=source)
 
     def panoptic(output, index: int, size: tuple[int, int], thing_ids: Collection[int], classes=None):
+        # one image's grouping runs on the CPU, where the class maps are, whatever the network ran on
+        center, offset = output.center[index].cpu(), output.offset[index].cpu()
         if classes is not None:  # an ensemble's class map, grouped by this network's centres and offsets
-            return panoptic_from_semantic(classes, output.center[index], output.offset[index], thing_ids)
-        return panoptic_segmentation(
-            output.semantic[index], output.center[index], output.offset[index], size, thing_ids
-        )
+            return panoptic_from_semantic(classes.cpu(), center, offset, thing_ids)
+        return panoptic_segmentation(output.semantic[index].cpu(), center, offset, size, thing_ids)
 
     return Segmenter(
         label,
