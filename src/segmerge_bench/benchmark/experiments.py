@@ -193,10 +193,10 @@ def score_singles(
 
 def scored_test(claim: Claim, regime: str, test: TrainingData) -> TrainingData:
     """The test split ``claim`` is scored on in ``regime``: a panoptic claim over the classes its
-    panoptic model's source labels, as EDAPS and CVRN score SYNTHIA -> Cityscapes panoptic
-    segmentation over SYNTHIA's 16 classes (6 things; jxhuang0508/CVRN
-    ``cvrn/init_citiscapes_19cls_to_16cls.py`` turns the other three into void), source B of the
-    appearance regime leaving out the same three; every other claim over all 19 classes."""
+    panoptic model's source labels, as EDAPS scores SYNTHIA -> Cityscapes panoptic segmentation
+    over SYNTHIA's 16 classes (6 things; susaha/edaps README: evaluated over all 19 with the
+    labels whole, then mPQ16 = mPQ19 x 19 / 16), source B of the appearance regime leaving out
+    the same three; every other claim over all 19 classes."""
     from segmerge_bench.benchmark.models import regime_specs
     from segmerge_bench.benchmark.regime import labelled_classes
 

@@ -56,8 +56,8 @@ def write_bench_report(result: BenchResult, out: Path, command: str, evaluation_
         "Timings (s): " + ", ".join(f"{k} {v}" for k, v in result.timings.items()) + ".",
         "",
         "mIoU over the 19 Cityscapes classes (for semantic-to-panoptic PQ, and the mIoU beside it, over the"
-        " classes its panoptic model's source labels, the others void, as CVRN and EDAPS score SYNTHIA:"
-        " SYNTHIA's 16 for source B of the appearance regime) on the synthetic"
+        " classes its panoptic model's source labels, scored on the whole ground truth and averaged over"
+        " those classes, as EDAPS scores SYNTHIA: SYNTHIA's 16 for source B of the appearance regime) on the synthetic"
         f" target's held-out test split ({result.settings['test_images']} images)."
         " Mean ± sample standard deviation over seeds.",
         "",

@@ -85,9 +85,9 @@ def _semantic_metric() -> SemanticMetric:
 def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | None = None) -> float:
     """mIoU (percent, as every segmerge metric; Cityscapes 19 classes) of one checkpoint, or of the
     output ensemble of several. ``classes``: the mean over these trainIds only, the labels kept, as
-    mmseg scores SYNTHIA -> Cityscapes over SYNTHIA's 16 classes (predicting another class still
-    counts as an error). By default ``test.scored_classes``, on data whose other classes
-    :meth:`~segmerge_bench.training.TrainingData.over_classes` has already made void (CVRN's rule)."""
+    mmseg and EDAPS score SYNTHIA -> Cityscapes over SYNTHIA's 16 classes (predicting another class
+    still counts as an error); by default ``test.scored_classes``
+    (:meth:`~segmerge_bench.training.TrainingData.over_classes`)."""
     segmenters = load_segmenters(paths)
     metric = _semantic_metric()
     for batch in predict(segmenters, test.images, _inference):
@@ -97,9 +97,10 @@ def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | No
 
 
 def void_outside(ids, segments: list[dict], scored: Sequence[int] | None) -> tuple:
-    """A predicted panoptic map with the segments of classes outside ``scored`` made void: a
-    model of SYNTHIA's 16 classes never predicts the other three, so predicting them is only
-    an error on the ground truth's segments (their pixels are missed), not a scored segment."""
+    """A predicted panoptic map without the segments of classes outside ``scored`` (made void):
+    they count only for their own classes, which the mean over ``scored`` leaves out (EDAPS
+    evaluates all 19 and averages over SYNTHIA's 16); on the scored classes' segments, the
+    pixels they cover are predicted as no scored class, which is what they were."""
     if scored is None:
         return ids, segments
     kept = [s for s in segments if s["category_id"] in scored]

@@ -69,16 +69,14 @@ class TrainingData:
             raise SegmergeError(f"{self.name or 'training data'}: no images")
 
     def over_classes(self, classes: Iterable[int]) -> TrainingData:
-        """This labelled data scored over ``classes`` only, as the field scores SYNTHIA -> Cityscapes
-        panoptic segmentation over SYNTHIA's 16 classes: the other classes' pixels become void
-        (labels ignore, no instance) and the scores average over ``classes``."""
+        """This labelled data scored over ``classes`` only, as EDAPS and mmseg score SYNTHIA ->
+        Cityscapes over SYNTHIA's 16 classes: the labels are kept whole (a prediction of another
+        class on a pixel of an unscored class still counts against it) and the scores average over
+        ``classes`` (EDAPS's mPQ16 = mPQ19 x 19 / 16, its mIoU16 likewise)."""
         if self.labels is None:
             raise SegmergeError(f"{self.name or 'data'}: only labelled data can be scored over a set of classes")
         classes = tuple(sorted({int(c) for c in classes}))
-        kept = torch.isin(self.labels.long(), torch.tensor(classes))
-        labels = torch.where(kept, self.labels, torch.full_like(self.labels, IGNORE_INDEX))
-        instances = None if self.instances is None else torch.where(kept, self.instances, 0)
-        return TrainingData(self.images, labels, f"{self.name} ({len(classes)} classes)", instances, classes)
+        return TrainingData(self.images, self.labels, f"{self.name} ({len(classes)} classes)", self.instances, classes)
 
     @functools.cached_property
     def panoptic_truths(self) -> list[tuple[np.ndarray, list[dict]]]:
