@@ -11,7 +11,8 @@ the shipped shared start with the benchmark's fine-tune settings (the panoptic o
 the architecture reaches at this image size with no domain shift), and diagnoses that.
 Prints and saves (JSON) PQ, PQ things, PQ stuff and PQ per thing class for each case, over
 all 19 classes or, with ``--classes synthia16``, over SYNTHIA's 16 as claim 3 is scored in the
-appearance regime (the other three void; predicted segments of them void too). Asserts nothing.
+appearance regime (EDAPS's rule: the whole ground truth, the mean over the 16; predicted segments
+of the other three count only for those classes). Asserts nothing.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/panoptic_diagnosis.py out.json \\
         --checkpoint src/segmerge_bench/zoo/shipped/appearance-panoptic-uda-b.pth

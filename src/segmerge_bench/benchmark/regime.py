@@ -299,7 +299,8 @@ def measure_regime(
         classes = labelled_classes(domain)
         if classes is not None:
             roles = {"oracle": ORACLE, "source-only": source_only, "adapted": adapted}
-            labelled[adapted] = {k: score([paths[role]], test, classes) for k, role in roles.items()}
+            over = test.over_classes(classes)
+            labelled[adapted] = {k: score([paths[role]], over) for k, role in roles.items()}
             labelled[adapted]["classes"] = len(classes)
     longer: dict[str, float] = {}
     curves: dict[str, list[tuple[int, float]]] = {}

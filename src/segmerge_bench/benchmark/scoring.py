@@ -82,17 +82,17 @@ def _semantic_metric() -> SemanticMetric:
     return SemanticMetric(len(CITYSCAPES_CLASSES), ignore_index=IGNORE_INDEX, class_names=list(CITYSCAPES_CLASSES))
 
 
-def score(paths: Sequence[Path], test: TrainingData, classes: Sequence[int] | None = None) -> float:
+def score(paths: Sequence[Path], test: TrainingData) -> float:
     """mIoU (percent, as every segmerge metric; Cityscapes 19 classes) of one checkpoint, or of the
-    output ensemble of several. ``classes``: the mean over these trainIds only, the labels kept, as
-    mmseg and EDAPS score SYNTHIA -> Cityscapes over SYNTHIA's 16 classes (predicting another class
-    still counts as an error); by default ``test.scored_classes``
-    (:meth:`~segmerge_bench.training.TrainingData.over_classes`)."""
+    output ensemble of several; over ``test.scored_classes`` when set: the mean over those trainIds
+    only, the labels kept, as mmseg and EDAPS score SYNTHIA -> Cityscapes over SYNTHIA's 16 classes
+    (predicting another class still counts as an error;
+    :meth:`~segmerge_bench.training.TrainingData.over_classes`)."""
     segmenters = load_segmenters(paths)
     metric = _semantic_metric()
     for batch in predict(segmenters, test.images, _inference):
         metric.update(class_map(batch.ensemble()), test.labels[batch.indices].long())
-    classes = test.scored_classes if classes is None else classes
+    classes = test.scored_classes
     return metric.compute(None if classes is None else list(classes)).miou
 
 
