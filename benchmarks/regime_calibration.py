@@ -50,6 +50,9 @@ B_VARIANTS = {
     "looks": "the target's class looks",
     "optics": "the target's blur, noise and lighting",
     "frequencies": "every class drawn, at the target's frequencies",
+    "cam2": "a camera as far above the target's as source A's is below it (height 1.4-1.8 m, horizon 0.36-0.42), "
+    "objects x0.92",
+    "geometry": "the target's camera and object scale; looks, optics and classes as source B's",
     "geomlooks": "the target's camera and object scale, all classes, the target's looks: only optics and "
     "class frequencies differ",
 }
@@ -65,6 +68,8 @@ def variant_of_b(name: str) -> Domain:
         "looks": {"looks": target.looks},
         "optics": {"blur": target.blur, "noise": target.noise, "lighting": target.lighting},
         "frequencies": {"absent_classes": (), "frequencies": dict(TARGET_FREQUENCIES)},
+        "cam2": {"camera": replace(b.camera, height=(1.4, 1.8), horizon=(0.36, 0.42)), "object_scale": 0.92},
+        "geometry": {"camera": replace(b.camera, height=(1.2, 1.4), horizon=(0.4, 0.46)), "object_scale": 1.0},
         "geomlooks": {
             "camera": replace(b.camera, height=(1.2, 1.4), horizon=(0.4, 0.46)),
             "object_scale": 1.0,
@@ -161,7 +166,7 @@ def main() -> None:
     sources = {s: rendered(args.cache, domains[s], "train", args.images) for s in "AB"}
     start = SharedStart.load(args.start)
     results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
-    scores, logs, pseudo, lines = {}, {}, {}, {}
+    scores, logs, pseudo, lines, per_class = {}, {}, {}, {}, {}
     models = {}
 
     def config(steps: int, uda: bool = False) -> TrainConfig:
@@ -205,6 +210,7 @@ def main() -> None:
             name = f"{role}@{steps}"
             counts = confusion(model, test)  # mIoU over 19 classes, and SYNTHIA -> Cityscapes' 16
             scores[name], scores[f"{name} (16 classes)"] = counts.compute().miou, counts.compute("synthia16").miou
+            per_class[name] = {k: round(v, 2) for k, v in counts.compute().per_class_iou().items()}
             logs[name] = {k: v for k, v in log.items() if k not in ("losses", "snapshots")}
             if steps == args.steps:
                 models[role] = model
@@ -218,7 +224,7 @@ def main() -> None:
             line = [round(miou(interpolated(models[first], models[second], i / 10), test), 2) for i in range(11)]
             lines[f"{first} -> {second}"] = line
             print(f"{first} -> {second}: {line}", flush=True)
-    results.update(scores=scores, pseudo_labels=pseudo, lines=lines, logs=logs)
+    results.update(scores=scores, per_class_iou=per_class, pseudo_labels=pseudo, lines=lines, logs=logs)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
 
 

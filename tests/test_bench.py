@@ -196,6 +196,32 @@ def test_gpu_trained_models_are_cached_apart_and_cpu_keys_stay_as_they_were(tmp_
     assert "device" not in _config_fields(zoos[0].config_for(spec))
 
 
+def test_editing_a_domain_keys_its_data_and_models_apart_and_leaves_the_others_alone(tmp_path, monkeypatch):
+    """Domains are data: a source whose definition changed (here its camera) under the same name
+    must not reuse the scenes and models its old definition drew."""
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, oracle_spec, regime_specs
+    from segmerge_bench.synthetic import domains
+
+    store = ArtifactStore(tmp_path)
+
+    def paths() -> tuple:
+        data = DataCache(QUICK, store, False)
+        rendered = [data.get(d, "train", 2).name for d in ("appearance-a", "appearance-b")]
+        zoo = ModelZoo(QUICK, store, data, False)
+        specs = [regime_specs("appearance", 0)[m] for m in ("source-only A", "source-only B", "UDA B")]
+        models = [zoo.path(spec, retrain=True) for spec in (*specs, oracle_spec(0))]
+        return sorted(p.name for p in store.root.joinpath("data").iterdir()), rendered, models
+
+    before = paths()
+    b = domains.DOMAINS["appearance-b"]
+    monkeypatch.setitem(domains.DOMAINS, "appearance-b", replace(b, camera=replace(b.camera, height=(1.2, 1.4))))
+    after = paths()
+    new_data = sorted(set(after[0]) - set(before[0]))
+    assert len(new_data) == 1 and new_data[0].startswith("appearance-b-train-2")  # only B rendered again
+    assert after[2][0] == before[2][0] and after[2][3] == before[2][3]  # A's model and the oracle stay
+    assert after[2][1] != before[2][1] and after[2][2] != before[2][2]  # B's models are other models
+
+
 def test_a_wider_encoder_is_pretrained_into_its_own_start(tmp_path):
     from segmerge_bench.benchmark.models import DataCache, ModelZoo
     from segmerge_bench.training import TrainConfig

@@ -92,7 +92,15 @@ class DataCache:
         from segmerge_bench.synthetic import SyntheticDataset
 
         seed = self.settings.data_seed
-        key = cache_key(domain=domain, split=split, n=n, seed=seed, labelled=labelled, **_flag(instances=instances))
+        key = cache_key(
+            domain=domain,
+            split=split,
+            n=n,
+            seed=seed,
+            labelled=labelled,
+            **_drawn(domain),
+            **_flag(instances=instances),
+        )
         if key in self._loaded:
             return self._loaded[key]
 
@@ -114,6 +122,14 @@ class DataCache:
     def target_test(self) -> TrainingData:
         """Labels and instances: every claim's test split, mIoU and PQ alike."""
         return self.get(TARGET, "test", self.settings.test_images, instances=True)
+
+
+def _drawn(*domains: str) -> dict:
+    """What the domains draw, by value: editing a domain's definition (a built-in's or a file's) keys
+    its data, and every model trained on it, apart from what its old definition drew."""
+    from segmerge_bench.synthetic.domains import get_domain
+
+    return {"drawn": {name: get_domain(name).to_dict() for name in sorted(set(domains))}}
 
 
 def _flag(**flags: bool) -> dict[str, bool]:
@@ -166,7 +182,12 @@ class ModelZoo:
         config = s.pretrain.replace(progress=self.progress, device=s.device)
         shape = {"encoder": s.encoder} if s.encoder else {}  # the tiny MiT's keys stay as they were
         self._start_key = cache_key(
-            kind="start", n=s.pretrain_images, data_seed=s.data_seed, **shape, **_config_fields(config)
+            kind="start",
+            n=s.pretrain_images,
+            data_seed=s.data_seed,
+            **shape,
+            **_drawn(PRETRAIN_DOMAIN),
+            **_config_fields(config),
         )
         path = self.store.path("models", "shared-start", self._start_key, ".pt")
 
@@ -207,6 +228,7 @@ class ModelZoo:
             source_images=s.source_images,
             target_images=s.target_images,
             data_seed=s.data_seed,
+            **_drawn(spec.source, TARGET),
             **_config_fields(self.config_for(spec)),
         )
 
