@@ -214,7 +214,7 @@ def test_editing_a_domain_keys_its_data_and_models_apart_and_leaves_the_others_a
 
     before = paths()
     b = domains.DOMAINS["appearance-b"]
-    monkeypatch.setitem(domains.DOMAINS, "appearance-b", replace(b, camera=replace(b.camera, height=(1.2, 1.4))))
+    monkeypatch.setitem(domains.DOMAINS, "appearance-b", replace(b, camera=replace(b.camera, height=(2.2, 3.6))))
     after = paths()
     new_data = sorted(set(after[0]) - set(before[0]))
     assert len(new_data) == 1 and new_data[0].startswith("appearance-b-train-2")  # only B rendered again
