@@ -37,7 +37,7 @@ from segmerge_bench.synthetic.domains import APPEARANCE_B, TARGET, TARGET_FREQUE
 from segmerge_bench.training import SharedStart, TrainConfig, train_source_only, train_target_oracle, train_uda
 from segmerge_bench.training.data import TrainingData, normalise
 from segmerge_bench.training.loss import upsample
-from segmerge_bench.zoo.models import segment
+from segmerge_bench.zoo.models import decoder_of, encoder_of, segment
 
 PAIRS = (("uda-A", "uda-B"), ("source-only-A", "source-only-B"), ("uda-A", "mic-A"), ("oracle", "uda-A"))
 
@@ -123,11 +123,27 @@ def miou(model, data: TrainingData) -> float:
     return confusion(model, data).compute().miou
 
 
-def interpolated(first, second, a: float):
+def interpolated(first, second, a: float, part: str = "all"):
+    """``(1-a) first + a second``; ``part`` "encoder" or "decoder" blends only that part and keeps
+    the other of ``first`` (where on the line a barrier sits)."""
     model = copy.deepcopy(first)
     one, two = first.state_dict(), second.state_dict()
-    model.load_state_dict({k: one[k] * (1 - a) + two[k] * a if one[k].is_floating_point() else one[k] for k in one})
+    blended = {k for k in one if part == "all" or k.startswith("segformer.") == (part == "encoder")}
+    model.load_state_dict(
+        {k: one[k] * (1 - a) + two[k] * a if k in blended and one[k].is_floating_point() else one[k] for k in one}
+    )
     return model
+
+
+def probed(start: SharedStart, data: TrainingData, config: TrainConfig) -> SharedStart:
+    """The start with its SegFormer decoder trained on ``data`` under the frozen encoder (the
+    linear probe of LP-FT): fine-tunes then start from a trained head, not a random one."""
+    model = start.model("segformer")
+    for parameter in encoder_of(model).parameters():
+        parameter.requires_grad_(False)
+    trained, _ = train_source_only(model, data, config)
+    decoders = {**start.decoders, "segformer": decoder_of(trained).state_dict()}
+    return replace(start, decoders=decoders)
 
 
 def main() -> None:
@@ -167,6 +183,13 @@ def main() -> None:
     parser.add_argument(
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
+    parser.add_argument(
+        "--probe-steps", type=int, default=0, help="first train the start's head on pretrain images, encoder frozen"
+    )
+    parser.add_argument(
+        "--split-lines", action="store_true", help="also lines that blend only the encoders or only the decoders"
+    )
+    parser.add_argument("--models", type=Path, default=None, help="keep trained models here and reuse them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -197,15 +220,38 @@ def main() -> None:
             progress=False,
         )
 
+    if args.probe_steps:
+        pretrain_images = rendered(args.cache, "pretrain", "train", 4 * args.images)
+        start = probed(start, pretrain_images, config(args.probe_steps).replace(seed=0))
+    unkeyed = ("out", "roles", "threads", "cache", "models", "double", "test_images")
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in unkeyed}
+
+    def trained(role: str, steps: int, train, *arguments, **keywords):
+        """``train(*arguments, **keywords)``'s model, or the one kept in ``--models`` by a run with these settings."""
+        path = (
+            args.models / f"{role}@{steps}-{cache_key(role=role, length=steps, settings=settings)}.pt"
+            if args.models
+            else None
+        )
+        if path is not None and path.exists():
+            model = start.model("segformer")
+            model.load_state_dict(torch.load(path, weights_only=True))
+            return model, {"reused": str(path)}
+        model, log = train(*arguments, **keywords)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), path)
+        return model, log
+
     for steps in (args.steps, 2 * args.steps) if args.double else (args.steps,):
         for role in args.roles.split(","):
             began = time.perf_counter()
             kind, _, source = role.rpartition("-")
             initial = start.model("segformer")
             if role == "oracle":
-                model, log = train_target_oracle(initial, target, config(steps))
+                model, log = trained(role, steps, train_target_oracle, initial, target, config(steps))
             elif kind == "source-only":
-                model, log = train_source_only(initial, sources[source], config(steps))
+                model, log = trained(role, steps, train_source_only, initial, sources[source], config(steps))
             elif kind in ("uda", "mic"):
                 method = "mic" if kind == "mic" else "dacs"
                 if args.uda_from_source_only:
@@ -213,7 +259,16 @@ def main() -> None:
                         raise SystemExit(f"--uda-from-source-only: put source-only-{source} before {role} in --roles")
                     initial = copy.deepcopy(models[f"source-only-{source}"])
                 uda_steps = steps if args.uda_steps is None else args.uda_steps * steps // args.steps
-                model, log = train_uda(initial, sources[source], target, config(uda_steps, uda=True), method=method)
+                model, log = trained(
+                    role,
+                    steps,
+                    train_uda,
+                    initial,
+                    sources[source],
+                    target,
+                    config(uda_steps, uda=True),
+                    method=method,
+                )
                 pseudo[f"{role}@{steps}"] = confident_pixels(probabilities(model, target), args.threshold)
             else:
                 raise SystemExit(f"unknown role {role!r}")
@@ -231,9 +286,13 @@ def main() -> None:
             )
     for first, second in PAIRS:
         if first in models and second in models:
-            line = [round(miou(interpolated(models[first], models[second], i / 10), test), 2) for i in range(11)]
-            lines[f"{first} -> {second}"] = line
-            print(f"{first} -> {second}: {line}", flush=True)
+            for part in ("all", "encoder", "decoder") if args.split_lines else ("all",):
+                line = [
+                    round(miou(interpolated(models[first], models[second], i / 10, part), test), 2) for i in range(11)
+                ]
+                name = f"{first} -> {second}" + ("" if part == "all" else f" ({part} only)")
+                lines[name] = line
+                print(f"{name}: {line}", flush=True)
     results.update(scores=scores, per_class_iou=per_class, pseudo_labels=pseudo, lines=lines, logs=logs)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
 
