@@ -12,9 +12,12 @@ along the straight line between pairs of models (a = 0, 0.1, ..., 1). Asserts no
         --start src/segmerge_bench/zoo/shipped/shared_start.pt --lr 2e-4 --steps 1000 --threshold 0.6
 
 Roles (``--roles``): oracle, source-only-A/B, uda-A/B, mic-A/B. ``--source-b`` replaces source B by
-one of :data:`B_VARIANTS`; ``--feature-distance`` adds DAFormer's thing-class feature distance to
-UDA. ``--double`` also trains every role for twice the steps (the convergence check). Rendered data
-is cached in ``--cache``.
+one of :data:`B_VARIANTS` (``synthia-view``: B as it was until 2026-12-02); ``--feature-distance`` adds
+DAFormer's thing-class feature distance to UDA. ``--double`` also trains every role for twice the
+steps (the convergence check). ``--split-lines`` adds lines that blend only the encoders or only the
+decoders (where a barrier sits); ``--probe-steps`` first trains the start's head under its frozen
+encoder (LP-FT's probe). Rendered data is cached in ``--cache`` (keyed by each domain's definition),
+trained models in ``--models`` (keyed by the settings; a rerun reuses them and only scores).
 The calibration runs of 2026-12-01 used warm-up 20 (``--warmup``) and one torch thread.
 """
 
@@ -184,6 +187,12 @@ def main() -> None:
         "--feature-distance", type=float, default=0.0, help="DAFormer's thing-class feature distance weight (UDA)"
     )
     parser.add_argument(
+        "--uda-head-multiplier",
+        type=float,
+        default=None,
+        help="the head's rate multiplier in self-training, when not --head-multiplier (a warm-started head is trained)",
+    )
+    parser.add_argument(
         "--probe-steps", type=int, default=0, help="first train the start's head on pretrain images, encoder frozen"
     )
     parser.add_argument(
@@ -206,7 +215,7 @@ def main() -> None:
         return TrainConfig(
             steps=steps,
             lr=args.lr,
-            decoder_lr_mult=args.head_multiplier,
+            decoder_lr_mult=args.uda_head_multiplier if uda and args.uda_head_multiplier else args.head_multiplier,
             warmup_steps=min(args.warmup, steps),
             pseudo_label_threshold=args.threshold,
             scales=tuple(args.scales) if args.scales else None,
@@ -225,11 +234,14 @@ def main() -> None:
         start = probed(start, pretrain_images, config(args.probe_steps).replace(seed=0))
     unkeyed = ("out", "roles", "threads", "cache", "models", "double", "test_images")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in unkeyed}
+    # options of self-training alone key only its models (and, unset, nothing: earlier keys stay)
+    uda_only = {k: v for k in ("uda_head_multiplier",) if (v := settings.pop(k)) is not None}
 
     def trained(role: str, steps: int, train, *arguments, **keywords):
         """``train(*arguments, **keywords)``'s model, or the one kept in ``--models`` by a run with these settings."""
+        keyed = {**settings, **(uda_only if role.startswith(("uda", "mic")) else {})}
         path = (
-            args.models / f"{role}@{steps}-{cache_key(role=role, length=steps, settings=settings)}.pt"
+            args.models / f"{role}@{steps}-{cache_key(role=role, length=steps, settings=keyed)}.pt"
             if args.models
             else None
         )
