@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -260,3 +263,61 @@ def test_run_specs_lists_every_model_a_full_run_trains_once():
     warm = [spec for spec in everything if spec not in specs]
     assert {(s.architecture, s.recipe) for s in warm} >= {("daformer", "source-only"), ("panoptic", "source-only")}
     assert {s.length for s in warm if s.recipe == "source-only"} == {1, 2} and len(everything) == len(set(everything))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_a_run_killed_outright_leaves_no_worker_training_on():
+    """`segmerge bench` killed by SIGKILL (or SIGTERM) cannot shut its pool down: its workers
+    must notice and stop, not train on unseen for as long as their models take."""
+    import signal
+    import subprocess
+    import sys
+
+    run = (
+        "import time\n"
+        "from segmerge_bench.benchmark.training_pool import worker_pool\n"
+        "pool = worker_pool(1)\n"
+        "pool.submit(time.sleep, 120)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", run])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[int] = []
+        while not workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            workers = [p for p in _children(parent.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert workers, "the pool started no worker"
+        time.sleep(2)  # the worker has imported and runs its task
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers)
+    finally:
+        for pid in [parent.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -13,6 +13,9 @@ does not tell them apart.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -54,8 +57,7 @@ def train_ahead(
         remove_path(path)  # a cached model without a snapshot asked for is trained again
     waiting = {path: zoo.path(warm, retrain=True) for path, spec in missing.items() if (warm := zoo.warm_start(spec))}
     trained: list[str] = []
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(processes, len(missing)), mp_context=context) as pool:
+    with worker_pool(min(processes, len(missing))) as pool:
         running: dict[Future, Path] = {}
 
         def submit_ready() -> None:
@@ -80,6 +82,26 @@ def train_ahead(
             submit_ready()
     zoo.trained.extend(trained)
     return trained
+
+
+def worker_pool(processes: int) -> ProcessPoolExecutor:
+    """``processes`` fresh interpreters (spawned: no torch state is forked) that end with the run.
+
+    A run killed outright (SIGTERM, SIGKILL, a closed terminal) cannot shut its pool down; its
+    workers would train on, unseen, for as long as their models take. Each worker watches its
+    parent and exits when it is gone: what it was writing is a temporary file, never a model
+    in the cache, so the next run trains that model again."""
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(processes, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
+
+
+def _exit_with(parent: int, every: float = 1.0) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-the-run", daemon=True).start()
 
 
 def _cached(zoo: ModelZoo, path: Path, spec: TrainedModelSpec) -> bool:
