@@ -34,7 +34,7 @@ import torch
 
 from segmerge.metrics import SemanticMetric
 from segmerge_bench.benchmark.regime import confident_pixels
-from segmerge_bench.benchmark.store import cache_key
+from segmerge_bench.benchmark.store import ArtifactStore, cache_key
 from segmerge_bench.synthetic import SyntheticDataset
 from segmerge_bench.synthetic.domains import APPEARANCE_B, TARGET, TARGET_FREQUENCIES, Camera, Domain, get_domain
 from segmerge_bench.training import SharedStart, TrainConfig, train_source_only, train_target_oracle, train_uda
@@ -245,15 +245,20 @@ def main() -> None:
             if args.models
             else None
         )
-        if path is not None and path.exists():
-            model = start.model("segformer")
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model, {"reused": str(path)}
-        model, log = train(*arguments, **keywords)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(model.state_dict(), path)
-        return model, log
+        if path is None:
+            return train(*arguments, **keywords)
+        made: dict = {}
+
+        def make(temporary: Path) -> None:
+            made["model"], made["log"] = train(*arguments, **keywords)
+            torch.save(made["model"].state_dict(), temporary)
+
+        ArtifactStore(args.models).produce(path, make)  # written whole or not at all
+        if made:
+            return made["model"], made["log"]
+        model = start.model("segformer")
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model, {"reused": str(path)}
 
     for steps in (args.steps, 2 * args.steps) if args.double else (args.steps,):
         for role in args.roles.split(","):
@@ -286,8 +291,9 @@ def main() -> None:
                 raise SystemExit(f"unknown role {role!r}")
             name = f"{role}@{steps}"
             counts = confusion(model, test)  # mIoU over 19 classes, and SYNTHIA -> Cityscapes' 16
-            scores[name], scores[f"{name} (16 classes)"] = counts.compute().miou, counts.compute("synthia16").miou
-            per_class[name] = {k: round(v, 2) for k, v in counts.compute().per_class_iou().items()}
+            whole = counts.compute()
+            scores[name], scores[f"{name} (16 classes)"] = whole.miou, counts.compute("synthia16").miou
+            per_class[name] = {k: round(v, 2) for k, v in whole.per_class_iou().items()}
             logs[name] = {k: v for k, v in log.items() if k not in ("losses", "snapshots")}
             if steps == args.steps:
                 models[role] = model
