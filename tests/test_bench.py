@@ -181,6 +181,30 @@ def test_the_large_preset_pretrains_a_wider_encoder_and_trains_four_times_as_lon
         replace(FULL, encoder=MIT_B0)
 
 
+def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_left(tmp_path):
+    """A worker killed outright cannot remove what it was writing; the next write to the folder
+    does, unless its writer still runs (another run sharing the cache)."""
+    import subprocess
+    import sys
+
+    store = ArtifactStore(tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / "models"
+        folder.mkdir()
+        orphan = folder / f".uda-A-0123.pt.partial-{gone.stdout.strip()}"
+        in_flight = folder / f".uda-B-4567.pt.partial-{running.pid}"
+        for temporary in (orphan, in_flight):
+            temporary.write_bytes(b"half a checkpoint")
+        store.produce(folder / "oracle-89ab.pt", lambda path: path.write_bytes(b"model"))
+        assert not orphan.exists() and in_flight.exists()
+        assert (folder / "oracle-89ab.pt").read_bytes() == b"model"
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_gpu_trained_models_are_cached_apart_and_cpu_keys_stay_as_they_were(tmp_path):
     """A GPU draws other dropout masks, so its models are other models; the CPU's keys carry no
     device (a cache made before there was one stays valid); which GPU does not matter."""

@@ -111,6 +111,17 @@ def test_a_score_measured_over_19_classes_is_not_reused_for_16(trained, monkeypa
     assert len(calls) == 3  # over 19 classes, only the panoptic model's PQ was new
 
 
+def test_one_pass_scores_a_model_over_19_classes_and_over_16_as_two_passes_do(trained):
+    from segmerge.labels import SYNTHIA_16_TRAIN_IDS
+    from segmerge_bench.benchmark.scoring import score, scores_over
+
+    test, model = trained["test"], [trained["semantic"]]
+    over_16 = test.over_classes(SYNTHIA_16_TRAIN_IDS)
+    both = scores_over(model, test, [None, SYNTHIA_16_TRAIN_IDS])
+    assert both == [score(model, test), score(model, over_16)]
+    assert both[0] != both[1]
+
+
 def test_a_panoptic_claim_from_a_synthia_like_source_is_scored_over_its_16_classes(trained):
     import numpy as np
     import torch

@@ -37,7 +37,7 @@ import torch
 
 from segmerge.labels import IGNORE_INDEX
 from segmerge_bench.benchmark.claims import Claim
-from segmerge_bench.benchmark.scoring import score
+from segmerge_bench.benchmark.scoring import score, scores_over
 from segmerge_bench.benchmark.settings import REGIMES
 from segmerge_bench.benchmark.store import remove_path
 from segmerge_bench.training import TrainingData
@@ -287,21 +287,25 @@ def measure_regime(
     ``known``: mIoU already measured on ``test``, by checkpoint (not scored again). Learning
     curves count steps from the shared start: a warm-started run's begins with its source-only model."""
     known = known or {}
-    singles = {
-        role: known[paths[role]] if paths[role] in known else score([paths[role]], test)
-        for role in (ORACLE, *SOURCE_ONLY, *ADAPTED)
+    over_labelled = {}  # a source that labels only some classes: its models scored over those too
+    for adapted, source_only, domain in zip(ADAPTED, SOURCE_ONLY, REGIMES[regime].sources, strict=True):
+        classes = labelled_classes(domain)
+        if classes is not None:
+            over_labelled[adapted] = (classes, {"oracle": ORACLE, "source-only": source_only, "adapted": adapted})
+    singles, fewer = {}, {}
+    for role in (ORACLE, *SOURCE_ONLY, *ADAPTED):
+        sets = sorted({classes for classes, roles in over_labelled.values() if role in roles.values()})
+        everything = [] if paths[role] in known else [None]
+        values = scores_over([paths[role]], test, everything + sets) if everything + sets else []
+        singles[role] = known[paths[role]] if paths[role] in known else values[0]
+        fewer[role] = dict(zip(sets, values[len(everything) :], strict=True))
+    labelled = {
+        adapted: {**{k: fewer[role][classes] for k, role in roles.items()}, "classes": len(classes)}
+        for adapted, (classes, roles) in over_labelled.items()
     }
     threshold = zoo.settings.uda.pseudo_label_threshold
     target = zoo.data.target_train()  # labelled: measured here, never trained on by UDA
     pseudo = {role: pseudo_label_quality(paths[role], target, threshold) for role in ADAPTED}
-    labelled = {}
-    for adapted, source_only, domain in zip(ADAPTED, SOURCE_ONLY, REGIMES[regime].sources, strict=True):
-        classes = labelled_classes(domain)
-        if classes is not None:
-            roles = {"oracle": ORACLE, "source-only": source_only, "adapted": adapted}
-            over = test.over_classes(classes)
-            labelled[adapted] = {k: score([paths[role]], over) for k, role in roles.items()}
-            labelled[adapted]["classes"] = len(classes)
     longer: dict[str, float] = {}
     curves: dict[str, list[tuple[int, float]]] = {}
     for role in (ORACLE, *ADAPTED):

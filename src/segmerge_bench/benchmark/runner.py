@@ -80,7 +80,8 @@ class BenchResult:
 
 def machine(device: str = "cpu") -> dict:
     """What the run ran on (``device``: where it trained and scored), for the report."""
-    gpu = {"gpu": torch.cuda.get_device_name(torch.device(device))} if torch.device(device).type == "cuda" else {}
+    where = torch.device(device)
+    gpu = {"gpu": torch.cuda.get_device_name(where)} if where.type == "cuda" else {}
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

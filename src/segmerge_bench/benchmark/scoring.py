@@ -38,6 +38,7 @@ __all__ = [
     "panoptic_score",
     "panoptic_truth",
     "score",
+    "scores_over",
     "scoring_on",
 ]
 
@@ -88,12 +89,16 @@ def score(paths: Sequence[Path], test: TrainingData) -> float:
     only, the labels kept, as mmseg and EDAPS score SYNTHIA -> Cityscapes over SYNTHIA's 16 classes
     (predicting another class still counts as an error;
     :meth:`~segmerge_bench.training.TrainingData.over_classes`)."""
+    return scores_over(paths, test, [test.scored_classes])[0]
+
+
+def scores_over(paths: Sequence[Path], test: TrainingData, class_sets: Sequence[Sequence[int] | None]) -> list[float]:
+    """:func:`score` over each of ``class_sets`` (None: all 19), from one pass over ``test``."""
     segmenters = load_segmenters(paths)
     metric = _semantic_metric()
     for batch in predict(segmenters, test.images, _inference):
         metric.update(class_map(batch.ensemble()), test.labels[batch.indices].long())
-    classes = test.scored_classes
-    return metric.compute(None if classes is None else list(classes)).miou
+    return [metric.compute(None if classes is None else list(classes)).miou for classes in class_sets]
 
 
 def void_outside(ids, segments: list[dict], scored: Sequence[int] | None) -> tuple:

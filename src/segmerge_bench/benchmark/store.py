@@ -4,7 +4,9 @@ A rerun of ``segmerge bench`` with the same ``--out`` reuses every artefact whos
 matches (same domain, sizes, seed and training settings, same segmerge version of the
 training code) and recomputes the rest; merges and scores are cheap and always redone.
 Artefacts are written to a temporary sibling and renamed into place, so an interrupted run
-never leaves a half-written checkpoint that a later run would trust.
+never leaves a half-written checkpoint that a later run would trust; a temporary sibling whose
+writer was killed outright (and so could not remove it) is removed by the next write to that
+folder.
 """
 
 from __future__ import annotations
@@ -38,6 +40,28 @@ def cache_key(**fields) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def remove_orphans(folder: Path) -> None:
+    """Remove the temporary files in ``folder`` whose writing process is gone: what a worker killed
+    with SIGKILL (or with its run) was writing. Those of live processes (another run writing into
+    the same cache) stay."""
+    for temporary in folder.glob(".*.partial-*"):
+        pid = temporary.name.rpartition(".partial-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            remove_path(temporary)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name != "posix":
+        return True  # on Windows, os.kill(pid, 0) would send the process a Ctrl-C
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process, or a platform that cannot tell: leave its file
+    return True
+
+
 class ArtifactStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -55,6 +79,7 @@ class ArtifactStore:
             return path
         self.misses += count
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(path.parent)
         temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
         remove_path(temporary)
         try:
