@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -203,6 +204,33 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_left(tmp_pat
     finally:
         running.kill()
         running.wait()
+
+
+def test_a_shipped_start_replaced_by_another_of_the_same_size_keys_its_models_apart(tmp_path, monkeypatch):
+    """Two starts of one architecture have the same size; models fine-tuned from the old one must
+    not be reused for the new one."""
+    from segmerge_bench.benchmark import models
+    from segmerge_bench.benchmark.models import DataCache, ModelZoo, regime_specs
+    from segmerge_bench.training import SharedStart
+
+    start = tmp_path / "shared_start.pt"
+    SharedStart.load(models.shipped_path(models.SHIPPED_START)).save(start)
+    size = start.stat().st_size
+    monkeypatch.setattr(models, "shipped_path", lambda name: start)
+    store = ArtifactStore(tmp_path / "cache")
+
+    def model_path() -> Path:
+        zoo = ModelZoo(QUICK, store, DataCache(QUICK, store, False), False)
+        zoo.start()
+        return zoo.path(regime_specs("appearance", 0)["UDA A"], retrain=True)
+
+    before = model_path()
+    assert model_path() == before  # the same start: the same models
+    other = SharedStart.load(start)
+    next(iter(other.encoder.values())).add_(0.01)  # another start, of the same size
+    other.save(start)
+    assert start.stat().st_size == size
+    assert model_path() != before
 
 
 def test_gpu_trained_models_are_cached_apart_and_cpu_keys_stay_as_they_were(tmp_path):

@@ -15,6 +15,7 @@ the layouts users hold - and merged through :mod:`segmerge.api` from those files
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -46,6 +47,16 @@ SHIPPED_START = "shared_start.pt"
 
 def shipped_path(name: str) -> Path:
     return Path(str(resources.files("segmerge_bench.zoo").joinpath("shipped", name)))
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes: what a cache keyed on a shipped file keys on (two starts
+    of one architecture have the same size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,7 @@ class ModelZoo:
                 raise SegmergeError(
                     f"{path}: the shipped pre-trained start is missing; run without --quick to pre-train it"
                 )
-            self._start_key = cache_key(shipped=path.stat().st_size)
+            self._start_key = cache_key(shipped=file_digest(path))
             self._start = SharedStart.load(path)
             return self._start
         config = s.pretrain.replace(progress=self.progress, device=s.device)
