@@ -281,7 +281,9 @@ def test_a_wider_encoder_is_pretrained_into_its_own_start(tmp_path):
 
     narrow = {"hidden_sizes": [8, 16, 32, 64], "num_attention_heads": [1, 1, 2, 4]}
     pretrain = TrainConfig(steps=2, batch_size=2, warmup_steps=1, threads=1, progress=False)
-    settings = replace(QUICK, pretrain_from_scratch=True, pretrain=pretrain, pretrain_images=4)
+    settings = replace(
+        QUICK, pretrain_from_scratch=True, pretrain=pretrain, pretrain_continued=pretrain, pretrain_images=4
+    )
     store = ArtifactStore(tmp_path)
     tiny = ModelZoo(settings, store, DataCache(settings, store, False), False)
     other = ModelZoo(replace(settings, encoder=narrow), store, DataCache(settings, store, False), False)

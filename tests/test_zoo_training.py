@@ -181,6 +181,35 @@ def start():
     return shared
 
 
+@pytest.mark.parametrize("keep", ["none", "features", "all"])
+def test_continued_pretraining_trains_the_encoder_on_and_keeps_what_is_asked_of_the_decoder(start, keep):
+    from segmerge_bench.training import continue_pretraining
+
+    further, log = continue_pretraining(start, _scene_data(8, "pretrain"), FAST.replace(decoder_lr_mult=1.0), keep)
+    assert log["steps"] == FAST.steps and further.log["kept_head"] == keep
+    assert any(not torch.equal(further.encoder[k], v) for k, v in start.encoder.items())
+    before, after = start.decoders["segformer"], further.decoders["segformer"]
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    classifier = {k for k in before if k.startswith("classifier.")}
+    assert classifier and moved <= set(before)
+    if keep == "none":
+        assert not moved
+    elif keep == "features":
+        assert moved and not moved & classifier
+    else:
+        assert classifier <= moved and moved - classifier
+    for arch in ("daformer", "panoptic"):  # the other architectures' inits stay
+        assert all(torch.equal(v, further.decoders[arch][k]) for k, v in start.decoders[arch].items())
+    assert _same_weights(encoder_of(further.model("daformer")), encoder_of(further.model("segformer")))
+
+
+def test_continued_pretraining_refuses_an_unknown_choice_of_what_to_keep(start):
+    from segmerge_bench.training import continue_pretraining
+
+    with pytest.raises(SegmergeError, match="keep must be one of none, features, all, not 'head'"):
+        continue_pretraining(start, _scene_data(4, "pretrain"), FAST.replace(steps=1), "head")
+
+
 def test_pretrain_gives_one_encoder_and_one_decoder_init_per_architecture(start, tmp_path):
     a, b = start.model("daformer"), start.model("daformer")
     assert _same_weights(a, b) and a is not b

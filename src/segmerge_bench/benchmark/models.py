@@ -28,6 +28,7 @@ from segmerge_bench.training import (
     SharedStart,
     TrainConfig,
     TrainingData,
+    continue_pretraining,
     pretrain,
     train_source_only,
     train_target_oracle,
@@ -191,7 +192,9 @@ class ModelZoo:
             self._start = SharedStart.load(path)
             return self._start
         config = s.pretrain.replace(progress=self.progress, device=s.device)
+        continued = s.pretrain_continued and s.pretrain_continued.replace(progress=self.progress, device=s.device)
         shape = {"encoder": s.encoder} if s.encoder else {}  # the tiny MiT's keys stay as they were
+        second = {"continued": _config_fields(continued), "kept_head": s.pretrain_kept_head} if continued else {}
         self._start_key = cache_key(
             kind="start",
             n=s.pretrain_images,
@@ -199,12 +202,15 @@ class ModelZoo:
             **shape,
             **_drawn(PRETRAIN_DOMAIN),
             **_config_fields(config),
+            **second,
         )
         path = self.store.path("models", "shared-start", self._start_key, ".pt")
 
         def make(temporary: Path) -> None:
             images = self.data.get(PRETRAIN_DOMAIN, "train", s.pretrain_images)
             shared, _ = pretrain(images, config, encoder=s.encoder)
+            if continued:
+                shared, _ = continue_pretraining(shared, images, continued, s.pretrain_kept_head)
             shared.save(temporary)
 
         self.store.produce(path, make)

@@ -40,7 +40,8 @@ def bench(
         bool,
         typer.Option(
             "--pretrain",
-            help="pre-train the shared start from scratch (12000 steps, ~15 min) instead of using the shipped one",
+            help="pre-train the shared start from scratch (12000 + 12000 steps, about an hour on 2 cores) "
+            "instead of using the shipped one",
         ),
     ] = False,
     jobs: Annotated[

@@ -9,15 +9,23 @@ is deterministic for its seed, and returns ``(model, log)``.
 
 from segmerge_bench.training.config import TrainConfig
 from segmerge_bench.training.data import TrainingData
-from segmerge_bench.training.pretraining import PRETRAIN_CONFIG, SharedStart, pretrain
+from segmerge_bench.training.pretraining import (
+    CONTINUED_CONFIG,
+    PRETRAIN_CONFIG,
+    SharedStart,
+    continue_pretraining,
+    pretrain,
+)
 from segmerge_bench.training.self_training import train_uda
 from segmerge_bench.training.supervised import train_source_only, train_supervised, train_target_oracle
 
 __all__ = [
+    "CONTINUED_CONFIG",
     "PRETRAIN_CONFIG",
     "SharedStart",
     "TrainConfig",
     "TrainingData",
+    "continue_pretraining",
     "pretrain",
     "train_source_only",
     "train_supervised",
