@@ -176,6 +176,9 @@ def test_the_large_preset_pretrains_a_wider_encoder_and_trains_four_times_as_lon
         large, full = getattr(LARGE, recipe), getattr(FULL, recipe)
         assert large.steps == 4 * full.steps and large.lr == full.lr
     assert LARGE.source_images == 4 * FULL.source_images
+    for stage in ("pretrain", "pretrain_continued"):  # both pre-training stages, twice as long
+        large, full = getattr(LARGE, stage), getattr(FULL, stage)
+        assert large.steps == 2 * full.steps and large.lr == full.lr and large.seed == full.seed
     wide = sum(p.numel() for p in encoder_of(build_model("segformer", **MIT_B0)).parameters())
     assert 3.0e6 < wide < 3.6e6  # MiT-B0's encoder: 3.3M parameters
     with pytest.raises(SegmergeError, match="must be pre-trained by the run"):
@@ -184,9 +187,11 @@ def test_the_large_preset_pretrains_a_wider_encoder_and_trains_four_times_as_lon
 
 def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_left(tmp_path):
     """A worker killed outright cannot remove what it was writing; the next write to the folder
-    does, unless its writer still runs (another run sharing the cache)."""
+    does, unless its writer still runs (another run sharing the cache) or runs on another machine."""
     import subprocess
     import sys
+
+    from segmerge_bench.benchmark import store as store_module
 
     store = ArtifactStore(tmp_path)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -194,12 +199,14 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_left(tmp_pat
     try:
         folder = tmp_path / "models"
         folder.mkdir()
-        orphan = folder / f".uda-A-0123.pt.partial-{gone.stdout.strip()}"
-        in_flight = folder / f".uda-B-4567.pt.partial-{running.pid}"
-        for temporary in (orphan, in_flight):
+        here = store_module._WRITER
+        orphan = folder / f".uda-A-0123.pt.partial-{here}-{gone.stdout.strip()}"
+        in_flight = folder / f".uda-B-4567.pt.partial-{here}-{running.pid}"
+        elsewhere = folder / f".uda-A-0123.pt.partial-{here}x-{gone.stdout.strip()}"  # another machine's
+        for temporary in (orphan, in_flight, elsewhere):
             temporary.write_bytes(b"half a checkpoint")
         store.produce(folder / "oracle-89ab.pt", lambda path: path.write_bytes(b"model"))
-        assert not orphan.exists() and in_flight.exists()
+        assert not orphan.exists() and in_flight.exists() and elsewhere.exists()
         assert (folder / "oracle-89ab.pt").read_bytes() == b"model"
     finally:
         running.kill()

@@ -295,7 +295,7 @@ def measure_regime(
     singles, fewer = {}, {}
     for role in (ORACLE, *SOURCE_ONLY, *ADAPTED):
         sets = sorted({classes for classes, roles in over_labelled.values() if role in roles.values()})
-        everything = [] if paths[role] in known else [None]
+        everything = [] if paths[role] in known else [test.scored_classes]
         values = scores_over([paths[role]], test, everything + sets) if everything + sets else []
         singles[role] = known[paths[role]] if paths[role] in known else values[0]
         fewer[role] = dict(zip(sets, values[len(everything) :], strict=True))

@@ -248,7 +248,8 @@ measured on a GPU. On the CPU, at FULL's step counts, MiT-B0's shape raised the 
 48.7) and UDA A's closure (78%) but gained more per doubling (+6.9), narrowed the gap to 0.78 and
 left UDA B unadapted (docs/benchmark.md): calibrate it on the GPU before reading its claims. On two
 CPU cores its training alone would take about 12 hours (a MiT-B0 step costs about 2x a tiny MiT
-step there, ``benchmarks/training_speed.py --sizes small,large``)."""
+step there, ``benchmarks/training_speed.py --sizes small,large``), and 1-2 hours more since its
+pre-training has a second stage; the CPU measurements of MiT-B0's shape used a first-stage start."""
 
 SIZES: dict[str, BenchSettings] = {"small": FULL, "large": LARGE}
 """``bench --size``: the run each size stands for."""

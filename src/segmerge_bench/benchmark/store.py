@@ -11,10 +11,12 @@ folder.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,12 +42,17 @@ def cache_key(**fields) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+_WRITER = socket.gethostname().replace("-", "_") or "host"
+"""What a temporary file's name says of the machine writing it, beside the process id."""
+
+
 def remove_orphans(folder: Path) -> None:
-    """Remove the temporary files in ``folder`` whose writing process is gone: what a worker killed
-    with SIGKILL (or with its run) was writing. Those of live processes (another run writing into
-    the same cache) stay."""
-    for temporary in folder.glob(".*.partial-*"):
-        pid = temporary.name.rpartition(".partial-")[2]
+    """Remove the temporary files in ``folder`` that a process of this machine was writing and is
+    gone: what a worker killed with SIGKILL (or with its run) left. Those of live processes
+    (another run writing into the same cache) stay, and so do those of other machines sharing the
+    folder, whose processes this one cannot see."""
+    for temporary in folder.glob(f".*.partial-{glob.escape(_WRITER)}-*"):
+        pid = temporary.name.rpartition("-")[2]
         if pid.isdigit() and not _alive(int(pid)):
             remove_path(temporary)
 
@@ -80,7 +87,7 @@ class ArtifactStore:
         self.misses += count
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_orphans(path.parent)
-        temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        temporary = path.with_name(f".{path.name}.partial-{_WRITER}-{os.getpid()}")
         remove_path(temporary)
         try:
             make(temporary)
