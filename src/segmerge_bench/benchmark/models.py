@@ -15,12 +15,12 @@ the layouts users hold - and merged through :mod:`segmerge.api` from those files
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
+from segmerge.checkpoints.provenance import sha256_of
 from segmerge.errors import SegmergeError
 from segmerge_bench.benchmark.settings import PRETRAIN_DOMAIN, REGIMES, TARGET, BenchSettings
 from segmerge_bench.benchmark.store import ArtifactStore, cache_key, remove_path
@@ -48,16 +48,6 @@ SHIPPED_START = "shared_start.pt"
 
 def shipped_path(name: str) -> Path:
     return Path(str(resources.files("segmerge_bench.zoo").joinpath("shipped", name)))
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes: what a cache keyed on a shipped file keys on (two starts
-    of one architecture have the same size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -188,7 +178,7 @@ class ModelZoo:
                 raise SegmergeError(
                     f"{path}: the shipped pre-trained start is missing; run without --quick to pre-train it"
                 )
-            self._start_key = cache_key(shipped=file_digest(path))
+            self._start_key = cache_key(shipped=sha256_of(path))  # not its size: other starts share it
             self._start = SharedStart.load(path)
             return self._start
         config = s.pretrain.replace(progress=self.progress, device=s.device)
