@@ -295,9 +295,10 @@ def measure_regime(
     singles, fewer = {}, {}
     for role in (ORACLE, *SOURCE_ONLY, *ADAPTED):
         sets = sorted({classes for classes, roles in over_labelled.values() if role in roles.values()})
-        everything = [] if paths[role] in known else [test.scored_classes]
+        measured = known.get(paths[role])
+        everything = [] if measured is not None else [test.scored_classes]
         values = scores_over([paths[role]], test, everything + sets) if everything + sets else []
-        singles[role] = known[paths[role]] if paths[role] in known else values[0]
+        singles[role] = measured if measured is not None else values[0]
         fewer[role] = dict(zip(sets, values[len(everything) :], strict=True))
     labelled = {
         adapted: {**{k: fewer[role][classes] for k, role in roles.items()}, "classes": len(classes)}
