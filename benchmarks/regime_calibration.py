@@ -68,6 +68,33 @@ B_VARIANTS = {
 }
 
 
+def stronger_optics(domain: Domain, factor: float, lighting_only: bool = False) -> Domain:
+    """``domain`` with its optics (lighting, blur, noise; ``lighting_only``: its lighting) ``factor``
+    times as far from the target's: 1 is the domain itself, 0 the target's optics. Its name, and so
+    its scenes' layouts, stay."""
+    if factor == 1:
+        return domain
+
+    def away(mine: float, theirs: float, low: float = 0.0) -> float:
+        return max(low, theirs + factor * (mine - theirs))
+
+    light, reference = domain.lighting, TARGET.lighting
+    lighting = replace(
+        light,
+        **{
+            k: away(getattr(light, k), getattr(reference, k), 0.05)
+            for k in ("brightness", "contrast", "saturation", "gamma")
+        },
+        cast=tuple(away(c, r, 0.05) for c, r in zip(light.cast, reference.cast, strict=True)),
+        haze=min(1.0, away(light.haze, reference.haze)),
+    )
+    if lighting_only:
+        return replace(domain, lighting=lighting)
+    return replace(
+        domain, lighting=lighting, blur=away(domain.blur, TARGET.blur), noise=away(domain.noise, TARGET.noise)
+    )
+
+
 def variant_of_b(name: str) -> Domain:
     """Source B with the change :data:`B_VARIANTS` names."""
     b, target = SYNTHIA_VIEW_B, TARGET
@@ -167,6 +194,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where models train: cpu, cuda, cuda:N (scored on the cpu)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/segmerge-regime-data"))
     parser.add_argument("--source-b", choices=sorted(B_VARIANTS), default=None, help="a variant of source B")
+    parser.add_argument(
+        "--optics-shift",
+        type=float,
+        default=1.0,
+        help="both sources' optics (lighting, blur, noise) this many times as far from the target's",
+    )
+    parser.add_argument("--optics-shift-b", type=float, default=None, help="source B's, when not --optics-shift")
+    parser.add_argument("--b-lighting-only", action="store_true", help="source B's shift moves its lighting only")
     parser.add_argument("--seed", type=int, default=0, help="training seed (batches, mixing, decoder dropout)")
     parser.add_argument(
         "--pseudo-weighting", choices=("batch", "pixel"), default="batch", help="pseudo-label weights (UDA)"
@@ -204,7 +239,12 @@ def main() -> None:
 
     test = rendered(args.cache, "target", "test", args.test_images)
     target = rendered(args.cache, "target", "train", args.images)
-    domains = {"A": "appearance-a", "B": variant_of_b(args.source_b) if args.source_b else "appearance-b"}
+    domains = {"A": get_domain("appearance-a"), "B": variant_of_b(args.source_b) if args.source_b else APPEARANCE_B}
+    shift_b = args.optics_shift if args.optics_shift_b is None else args.optics_shift_b
+    domains = {
+        "A": stronger_optics(domains["A"], args.optics_shift),
+        "B": stronger_optics(domains["B"], shift_b, args.b_lighting_only),
+    }
     sources = {s: rendered(args.cache, domains[s], "train", args.images) for s in "AB"}
     start = SharedStart.load(args.start)
     results: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
@@ -236,10 +276,14 @@ def main() -> None:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in unkeyed}
     # options of self-training alone key only its models (and, unset, nothing: earlier keys stay)
     uda_only = {k: v for k in ("uda_head_multiplier",) if (v := settings.pop(k)) is not None}
+    if settings["optics_shift"] == 1:  # the sources as built in: keyed as before the option
+        del settings["optics_shift"]
+    b_only = {k: v for k in ("optics_shift_b", "b_lighting_only") if (v := settings.pop(k)) not in (None, False)}
 
     def trained(role: str, steps: int, train, *arguments, **keywords):
         """``train(*arguments, **keywords)``'s model, or the one kept in ``--models`` by a run with these settings."""
         keyed = {**settings, **(uda_only if role.startswith(("uda", "mic")) else {})}
+        keyed.update(b_only if role.endswith("-B") else {})
         path = (
             args.models / f"{role}@{steps}-{cache_key(role=role, length=steps, settings=keyed)}.pt"
             if args.models
