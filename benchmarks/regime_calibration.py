@@ -276,14 +276,17 @@ def main() -> None:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in unkeyed}
     # options of self-training alone key only its models (and, unset, nothing: earlier keys stay)
     uda_only = {k: v for k in ("uda_head_multiplier",) if (v := settings.pop(k)) is not None}
-    if settings["optics_shift"] == 1:  # the sources as built in: keyed as before the option
-        del settings["optics_shift"]
-    b_only = {k: v for k in ("optics_shift_b", "b_lighting_only") if (v := settings.pop(k)) not in (None, False)}
+    # a model is keyed by its own source's shift (none: keyed as before the options); the oracle by none
+    shifts = {"A": {"optics_shift": settings.pop("optics_shift")}, "B": {"optics_shift": shift_b}}
+    settings.pop("optics_shift_b")
+    if settings.pop("b_lighting_only") and shift_b != 1:
+        shifts["B"]["b_lighting_only"] = True
+    shifts = {s: shift if shift["optics_shift"] != 1 else {} for s, shift in shifts.items()}
 
     def trained(role: str, steps: int, train, *arguments, **keywords):
         """``train(*arguments, **keywords)``'s model, or the one kept in ``--models`` by a run with these settings."""
         keyed = {**settings, **(uda_only if role.startswith(("uda", "mic")) else {})}
-        keyed.update(b_only if role.endswith("-B") else {})
+        keyed.update(shifts.get(role.rpartition("-")[2], {}))
         path = (
             args.models / f"{role}@{steps}-{cache_key(role=role, length=steps, settings=keyed)}.pt"
             if args.models
