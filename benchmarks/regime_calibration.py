@@ -12,7 +12,9 @@ along the straight line between pairs of models (a = 0, 0.1, ..., 1). Asserts no
         --start src/segmerge_bench/zoo/shipped/shared_start.pt --lr 2e-4 --steps 1000 --threshold 0.6
 
 Roles (``--roles``): oracle, source-only-A/B, uda-A/B, mic-A/B. ``--source-b`` replaces source B by
-one of :data:`B_VARIANTS` (``synthia-view``: B as it was until 2026-12-02); ``--feature-distance`` adds
+one of :data:`B_VARIANTS` (``synthia-view``: B as it was until 2026-12-02); ``--optics-shift F`` moves both
+sources' lighting, blur and noise F times as far from the target's (``--optics-shift-b``: B's apart,
+``--b-lighting-only``: B's lighting alone; :func:`stronger_optics`); ``--feature-distance`` adds
 DAFormer's thing-class feature distance to UDA. ``--double`` also trains every role for twice the
 steps (the convergence check). ``--split-lines`` adds lines that blend only the encoders or only the
 decoders (where a barrier sits); ``--probe-steps`` first trains the start's head under its frozen
